@@ -1,0 +1,45 @@
+PY ?= .venv/bin/python
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+install:  ## create .venv and install the project with its dev tools
+	python3 -m venv .venv
+	.venv/bin/pip install -e '.[dev]'
+
+test:  ## the default test run (CPU, a few minutes)
+	$(PY) -m pytest
+
+test-slow:  ## the slower tests too
+	$(PY) -m pytest -m ''
+
+lint:  ## ruff lint and format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format:  ## apply ruff's formatting and fixes
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+data/cifar10-jpeg:  ## unpack the offline JPEG copy of CIFAR-10
+	mkdir -p $@ && tar -xJf ../shared/data/cifar10-jpeg.tar.xz -C $@
+
+train:  ## ResNet-18 on CIFAR-10 with the defaults
+	$(PY) -m cifar_sweep
+
+train-offline: data/cifar10-jpeg  ## the same on the offline JPEG copy
+	$(PY) -m cifar_sweep dataset=cifar10_folder
+
+sweep:  ## an Optuna study over the default search space
+	$(PY) -m cifar_sweep -m
+
+bench:  ## runner vs bare PyTorch loop throughput (CPU figures with a small model)
+	$(PY) benchmarks/throughput.py
+
+tensorboard:  ## TensorBoard on every run and sweep
+	$(PY) -m tensorboard.main --logdir outputs
+
+clean:  ## remove outputs and caches (not data/)
+	rm -rf outputs .pytest_cache .ruff_cache
+
+.PHONY: help install test test-slow lint format train train-offline sweep bench tensorboard clean
