@@ -39,7 +39,7 @@ def flip(x: Tensor, g: torch.Generator, *, p: float) -> Tensor:
 
 
 def _affine(x: Tensor, angle: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """Rotate (radians), shift (fraction of the size, per axis) and zoom each image; zeros outside."""
+    """Rotate (radians), shift (fraction of the size) and zoom each image; zeros outside."""
     cos, sin = angle.cos() / scale, angle.sin() / scale
     theta = torch.stack(
         [torch.stack([cos, -sin, shift[:, 0] * 2], 1), torch.stack([sin, cos, shift[:, 1] * 2], 1)],
@@ -119,7 +119,7 @@ def build_augment(spec: dict) -> Callable[[Tensor, torch.Generator], Tensor] | N
         if params is None:  # dataset.augment.flip=null switches an op off
             continue
         if name not in OPS:
-            raise UserError(f"dataset.augment.{name}: unknown augmentation; choose from {list(OPS)}")
+            raise UserError(f"dataset.augment.{name}: unknown; choose from {list(OPS)}")
         expected = set(inspect.signature(OPS[name]).parameters) - {"x", "g"}
         if set(params) != expected:
             raise UserError(

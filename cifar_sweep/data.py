@@ -78,7 +78,8 @@ class ImageDataModule(L.LightningDataModule):
         n = len(data.train_x)
         if not 0 <= self.cfg.val_size < n:
             raise UserError(
-                f"dataset.val_size={self.cfg.val_size} must be >= 0 and below the {n} training images"
+                f"dataset.val_size={self.cfg.val_size} must be >= 0 and below the {n} "
+                "training images"
             )
         g = torch.Generator().manual_seed(self.cfg.split_seed)
         order = torch.randperm(n, generator=g)

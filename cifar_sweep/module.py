@@ -87,7 +87,7 @@ class Classifier(L.LightningModule):
         scheduler = self.scheduler_fn(optimizer=optimizer)
         if self.warmup_epochs:
             if self.scheduler_monitor:
-                raise UserError("scheduler.warmup_epochs must be 0 with scheduler=reduce_on_plateau")
+                raise UserError("scheduler.warmup_epochs must be 0 with a plateau schedule")
             warmup = LinearLR(optimizer, start_factor=0.1, total_iters=self.warmup_epochs)
             scheduler = SequentialLR(optimizer, [warmup, scheduler], [self.warmup_epochs])
         config = {"scheduler": scheduler, "interval": "epoch"}

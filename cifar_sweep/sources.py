@@ -79,7 +79,8 @@ def _download_cifar10(root: Path) -> list[Path]:
     try:
         CIFAR10(str(root), train=True, download=True)
     except Exception as e:  # no network, a proxy page, a truncated archive...
-        raise UserError(f"dataset.root={root}: could not download CIFAR-10 ({e}); {OFFLINE_HINT}")
+        msg = f"dataset.root={root}: could not download CIFAR-10 ({e}); {OFFLINE_HINT}"
+        raise UserError(msg) from None
     return sorted((root / "cifar-10-batches-py").glob("*_batch*"))
 
 
@@ -122,17 +123,18 @@ def _read_folder(root: Path, files: dict, classes: list[str], image_size: int | 
     from torchvision.io import ImageReadMode, decode_image
     from torchvision.transforms.v2.functional import resize
 
-    first = decode_image(str(files["train"][0][0]))
+    def decode(path: Path, mode: ImageReadMode) -> Tensor:
+        try:
+            return decode_image(str(path), mode=mode)
+        except RuntimeError:
+            raise UserError(f"dataset.root={root}: corrupt or unsupported image {path}") from None
+
+    first = decode(files["train"][0][0], ImageReadMode.UNCHANGED)
     mode = ImageReadMode.GRAY if first.shape[0] == 1 else ImageReadMode.RGB
 
     def read(path: Path) -> Tensor:
-        try:
-            img = decode_image(str(path), mode=mode)
-        except RuntimeError as e:
-            raise UserError(f"corrupt image {path}: {e}") from None
-        if image_size:
-            img = resize(img, [image_size, image_size], antialias=True)
-        return img
+        img = decode(path, mode)
+        return resize(img, [image_size, image_size], antialias=True) if image_size else img
 
     out = {}
     with ThreadPoolExecutor(os.cpu_count()) as pool:

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import disable_possible_user_warnings
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_sweep import flops
+from cifar_sweep.checks import check
 from cifar_sweep.data import ImageDataModule
 from cifar_sweep.errors import UserError
 from cifar_sweep.module import Classifier
@@ -27,16 +28,6 @@ TRUSTED_TARGETS = ["torch.*", "cifar_sweep.*"]  # what a config's _target_ may n
 def build(node: DictConfig, **kwargs):
     """hydra.utils.instantiate, limited to torch and our own classes."""
     return instantiate(node, _execution_whitelist_=TRUSTED_TARGETS, **kwargs)
-
-
-def check(cfg: DictConfig) -> None:
-    """Reject values that would otherwise fail deep inside torch, or silently do nothing."""
-    for key in ("optimizer.lr", "dataset.batch_size", "dataset.eval_batch_size", "trainer.max_epochs"):
-        value = OmegaConf.select(cfg, key)
-        if not isinstance(value, int | float) or value <= 0:
-            raise UserError(f"{key}={value} must be a number > 0")
-    if OmegaConf.select(cfg, "optimizer.weight_decay", default=0) < 0:
-        raise UserError(f"optimizer.weight_decay={cfg.optimizer.weight_decay} must be >= 0")
 
 
 def quiet_lightning() -> None:
@@ -105,7 +96,8 @@ def train(cfg: DictConfig, out_dir: Path, callbacks: list | None = None) -> dict
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best = trainer.checkpoint_callback.best_model_path
     trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False)
-    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    tested = trainer.callback_metrics.items()
+    metrics.update({k: float(v) for k, v in tested if k.startswith("test/")})
     metrics.update(
         {
             "model/params": params,

@@ -1,0 +1,20 @@
+"""Checks of config values that would otherwise fail deep inside torch, or silently do nothing.
+
+Kept free of torch imports so the command line rejects bad values at once.
+"""
+
+from omegaconf import DictConfig, OmegaConf
+
+from cifar_sweep.errors import UserError
+
+POSITIVE = ("optimizer.lr", "dataset.batch_size", "dataset.eval_batch_size", "trainer.max_epochs")
+
+
+def check(cfg: DictConfig) -> None:
+    """Raise a UserError naming the first key whose value cannot work."""
+    for key in POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise UserError(f"{key}={value} must be a number > 0")
+    if OmegaConf.select(cfg, "optimizer.weight_decay", default=0) < 0:
+        raise UserError(f"optimizer.weight_decay={cfg.optimizer.weight_decay} must be >= 0")

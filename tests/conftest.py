@@ -1,0 +1,46 @@
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+JPEG_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.xz"
+# A run small enough for 2 CPU cores: the generated set, a narrow ResNet-18, two epochs.
+TINY = [
+    "dataset=synthetic",
+    "model.width=8",  # below 8 input channels oneDNN's 1x1 conv backward can hang (oneDNN#6035)
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+    "trainer.progress_bar=false",
+]
+
+
+def compose_cfg(*overrides: str, tmp_path: Path | None = None):
+    """The real configs, composed as the command line would, then shrunk by TINY."""
+    extra = [f"dataset.cache_dir={tmp_path / 'cache'}"] if tmp_path else []
+    with initialize_config_dir(str(ROOT / "conf")):
+        return compose("config", overrides=[*TINY, *extra, *overrides])
+
+
+def run_cli(*args: str, cwd: Path = ROOT, tiny: bool = True) -> subprocess.CompletedProcess:
+    """python -m cifar_sweep with TINY overrides, as a user would type it."""
+    cmd = [sys.executable, "-m", "cifar_sweep", *(TINY if tiny else []), *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def jpeg_subset(tmp_path_factory) -> Path:
+    """20 train and 5 test images per class from the JPEG copy of CIFAR-10 in ../shared."""
+    if not JPEG_ARCHIVE.exists():
+        pytest.skip(f"{JPEG_ARCHIVE} not found (the offline CIFAR-10 copy)")
+    root = tmp_path_factory.mktemp("cifar10-jpeg")
+    keep = {("train", n) for n in range(20)} | {("test", n) for n in range(5)}
+    with tarfile.open(JPEG_ARCHIVE) as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if member.isfile() and (parts[0], int(parts[-1][:4])) in keep:
+                tar.extract(member, root, filter="data")
+    return root

@@ -1,0 +1,81 @@
+"""Every option of every config group composes and instantiates."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, compose_cfg
+
+from cifar_sweep.module import Classifier
+from cifar_sweep.train import build
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
+def test_defaults_use_the_documented_keys():
+    cfg = compose_cfg()
+    for key in ("dataset.root", "dataset.val_size", "dataset.batch_size", "dataset.augment",
+                "model.norm", "optimizer.lr", "optimizer.weight_decay", "trainer.max_epochs",
+                "trainer.precision", "seed", "objective"):  # fmt: skip
+        assert key.split(".")[-1] in (cfg if "." not in key else cfg[key.split(".")[0]]), key
+    assert cfg.objective == "val/acc_best"
+
+
+@pytest.mark.parametrize("option", options("model"))
+def test_model_options_classify(option):
+    cfg = compose_cfg(f"model={option}")
+    model = build(cfg.model, num_classes=7, in_channels=3)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("option", options("optimizer"))
+def test_optimizer_options_step(option):
+    cfg = compose_cfg(f"optimizer={option}")
+    param = torch.nn.Parameter(torch.ones(3))
+    opt = build(cfg.optimizer)(params=[param])
+    assert opt.param_groups[0]["lr"] == cfg.optimizer.lr
+    assert opt.param_groups[0]["weight_decay"] == cfg.optimizer.weight_decay
+    param.sum().backward()
+    opt.step()
+    assert (param < 1).all()
+
+
+@pytest.mark.parametrize("option", options("scheduler"))
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_scheduler_options_build(option, warmup):
+    cfg = compose_cfg(f"scheduler={option}", "trainer.max_epochs=10")
+    if warmup and option in ("reduce_on_plateau", "onecycle"):
+        pytest.skip(f"{option} takes no warmup (a plateau cannot be chained; onecycle has its own)")
+    module = Classifier(
+        model=torch.nn.Linear(2, 2),
+        optimizer=build(cfg.optimizer),
+        scheduler=build(cfg.scheduler.fn),
+        scheduler_monitor=cfg.scheduler.monitor,
+        warmup_epochs=warmup,
+        num_classes=2,
+        label_smoothing=0.0,
+    )
+    conf = module.configure_optimizers()
+    optimizer, scheduler = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    if warmup:  # linear warmup starts at a tenth of the learning rate
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optimizer.lr / 10)
+    assert conf["lr_scheduler"].get("monitor") == cfg.scheduler.monitor
+
+
+@pytest.mark.parametrize("option", options("dataset"))
+def test_dataset_options_compose(option, tmp_path: Path):
+    cfg = compose_cfg(f"dataset={option}", f"dataset.root={tmp_path}")
+    assert cfg.dataset.source in {"cifar10", "folder", "synthetic"}
+    assert cfg.dataset.val_size >= 0 and cfg.dataset.batch_size > 0
+
+
+@pytest.mark.parametrize("option", options("trainer"))
+def test_trainer_options_build(option, tmp_path: Path):
+    from cifar_sweep.train import build_trainer
+
+    cfg = compose_cfg(f"trainer={option}", "trainer.early_stopping.patience=2")
+    trainer = build_trainer(cfg, tmp_path, [])
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+    assert any(type(c).__name__ == "EarlyStopping" for c in trainer.callbacks)

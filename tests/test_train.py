@@ -1,0 +1,88 @@
+"""Whole runs on small data: what a user sees in the run folder."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import compose_cfg, run_cli
+
+from cifar_sweep import sources
+from cifar_sweep.errors import UserError
+from cifar_sweep.train import objective, train
+
+
+def test_run_learns_the_generated_set_and_writes_its_outputs(tmp_path: Path):
+    cfg = compose_cfg("trainer.max_epochs=4", "optimizer.lr=0.05", tmp_path=tmp_path)
+    metrics = train(cfg, tmp_path / "run")
+    # 4 classes: chance is 0.25; 100 test images put 0.6 eight standard errors above chance
+    assert metrics["test/acc"] > 0.6
+    assert metrics["val/acc_best"] >= metrics["val/acc"] > 0.6
+    for key in ("train/loss", "train/acc", "val/loss", "lr", "time/epoch_s", "time/images_per_s",
+                "model/params", "model/flops", "test/loss"):  # fmt: skip
+        assert key in metrics, key
+    assert metrics["model/flops"] > metrics["model/params"] > 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
+    assert list((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+
+
+def test_tensorboard_holds_the_scalars_and_the_hparams(tmp_path: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = compose_cfg("trainer.max_epochs=1", tmp_path=tmp_path)
+    train(cfg, tmp_path / "run")
+    tags, hparams = set(), set()
+    for f in (tmp_path / "run" / "tb").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(f))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+        try:
+            hparams |= set(acc.PluginTagToContent("hparams"))
+        except KeyError:  # the file holds no hparams summary
+            pass
+    assert {"val/acc", "val/acc_best", "train/loss", "time/epoch_s", "test/acc"} <= tags
+    assert "_hparams_/session_start_info" in hparams  # what the HParams tab reads
+
+
+def test_missing_objective_lists_the_available_metrics():
+    with pytest.raises(UserError, match=r"objective='val/f1'.*val/acc"):
+        objective({"val/acc": 0.5}, "val/f1")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_objective_is_a_failed_run(value):
+    with pytest.raises(UserError, match="diverged"):
+        objective({"val/loss": value}, "val/loss")
+
+
+def test_jpeg_folder_trains_and_its_cache_is_reused(jpeg_subset: Path, tmp_path: Path):
+    overrides = ["dataset=cifar10_folder", f"dataset.root={jpeg_subset}", "dataset.val_size=40",
+                 "trainer.max_epochs=1"]  # fmt: skip
+    cfg = compose_cfg(*overrides, tmp_path=tmp_path)
+    metrics = train(cfg, tmp_path / "run1")
+    assert metrics["epochs"] == 1 and 0 <= metrics["test/acc"] <= 1
+    [cache] = (tmp_path / "cache").glob("*.pt")
+    stamp = cache.stat().st_mtime_ns
+    data = sources.load(cfg.dataset)
+    assert data.train_x.shape == (200, 3, 32, 32) and data.test_x.shape == (50, 3, 32, 32)
+    assert data.classes[0] == "airplane" and data.classes[-1] == "truck"
+    train(cfg, tmp_path / "run2")
+    assert cache.stat().st_mtime_ns == stamp  # loaded, not rebuilt
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    # a changed source file makes a new cache
+    some = next((jpeg_subset / "train" / "cat").iterdir())
+    os.utime(some, ns=(stamp, stamp + 10**9))
+    sources.load(cfg.dataset)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+
+
+def test_plain_hydra_multirun_runs_both_jobs(tmp_path: Path):
+    result = run_cli(
+        "-m", "optimizer.lr=0.01,0.02", "trainer.max_epochs=1",
+        f"hydra.sweep.dir={tmp_path}", f"dataset.cache_dir={tmp_path / 'cache'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = sorted(p.parent for p in tmp_path.glob("*/metrics.json"))
+    lrs = {json.loads((job / "metrics.json").read_text())["lr"] for job in jobs}
+    assert len(jobs) == 2 and sorted(lrs) == pytest.approx([0.01, 0.02])
