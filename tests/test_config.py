@@ -62,6 +62,13 @@ def test_scheduler_options_build(option, warmup):
     if warmup:  # linear warmup starts at a tenth of the learning rate
         assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optimizer.lr / 10)
     assert conf["lr_scheduler"].get("monitor") == cfg.scheduler.monitor
+    lrs = []
+    for _ in range(cfg.trainer.max_epochs - 1):
+        optimizer.step()
+        scheduler.step(1.0) if cfg.scheduler.monitor else scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert all(0 <= lr <= cfg.optimizer.lr * 1.0001 for lr in lrs)
+    assert (len(set(lrs)) == 1) == (option == "constant" and not warmup), lrs
 
 
 @pytest.mark.parametrize("option", options("dataset"))
