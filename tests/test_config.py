@@ -45,7 +45,7 @@ def test_optimizer_options_step(option):
 @pytest.mark.parametrize("option", options("scheduler"))
 @pytest.mark.parametrize("warmup", [0, 2])
 def test_scheduler_options_build(option, warmup):
-    cfg = compose_cfg(f"scheduler={option}", "trainer.max_epochs=10")
+    cfg = compose_cfg(f"scheduler={option}", "trainer.max_epochs=40")
     if warmup and option in ("reduce_on_plateau", "onecycle"):
         pytest.skip(f"{option} takes no warmup (a plateau cannot be chained; onecycle has its own)")
     module = Classifier(
