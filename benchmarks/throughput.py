@@ -4,7 +4,7 @@ Both read the same device-resident batches (with the configured augmentation); t
 runner's overhead. Also times loading the cached dataset. Any config override works:
 
     python benchmarks/throughput.py                                  # CPU-sized defaults
-    python benchmarks/throughput.py dataset=cifar10_folder model.width=64 trainer.precision=bf16-mixed
+    python benchmarks/throughput.py dataset=cifar10_folder trainer.precision=bf16-mixed
 """
 
 import contextlib

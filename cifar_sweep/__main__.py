@@ -22,20 +22,38 @@ warnings.filterwarnings(
 
 
 @hydra.main(config_path="../conf", config_name="config")
-def run(cfg: DictConfig) -> float:
+def run(cfg: DictConfig) -> float | list[float]:
     hc = HydraConfig.get()
     try:
         check(cfg)  # before the slow imports: a bad value fails in a second
         # imported here so Lightning's loggers attach after Hydra has configured logging
         from cifar_sweep.train import objective, train
 
-        return objective(train(cfg, Path(hc.runtime.output_dir)), cfg.objective)
+        callbacks = trial_callbacks(cfg, hc)
+        metrics = train(cfg, Path(hc.runtime.output_dir), callbacks)
+        for callback in callbacks:
+            callback.raise_if_pruned()
+        return objective(metrics, cfg.objective)
     except UserError as e:
         if hc.mode == RunMode.MULTIRUN:
-            raise  # the sweeper records the failed job and goes on
+            raise  # the sweeper records the failed trial with this reason and goes on
         log.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def trial_callbacks(cfg: DictConfig, hc) -> list:
+    """In a sweep job: report the objective to the trial each epoch, for the pruner."""
+    if "trial" not in cfg or not isinstance(cfg.objective, str):
+        return []  # a plain run, or a multi-objective study (Optuna prunes single objectives)
+    from hydra.utils import instantiate
+
+    from cifar_sweep.pruning import ReportToTrial
+    from cifar_sweep.study import load_trial
+
+    pruner = instantiate(hc.sweeper.pruner, _execution_whitelist_=["optuna.pruners.*"])
+    trial = load_trial(hc.sweeper, cfg.trial.study, cfg.trial.id, pruner)
+    return [ReportToTrial(trial, monitor=cfg.objective)]
 
 
 def main() -> None:

@@ -111,8 +111,10 @@ def train(cfg: DictConfig, out_dir: Path, callbacks: list | None = None) -> dict
     return metrics
 
 
-def objective(metrics: dict[str, float], name: str) -> float:
-    """The metric a sweeper optimizes; a missing or non-finite one is an error, not a number."""
+def objective(metrics: dict[str, float], name) -> float | list[float]:
+    """The metric(s) a sweeper optimizes; a missing or non-finite one is an error, not a number."""
+    if not isinstance(name, str):
+        return [objective(metrics, n) for n in name]
     if name not in metrics:
         raise UserError(f"objective={name!r} was not logged; available: {sorted(metrics)}")
     value = metrics[name]

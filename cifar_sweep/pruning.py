@@ -1,0 +1,27 @@
+import lightning as L
+import optuna
+
+
+class ReportToTrial(L.Callback):
+    """Report the objective to the Optuna trial after every validation; stop when it is pruned.
+
+    Hand-written rather than optuna-integration's callback: that one raises inside fit, so a
+    pruned run would leave no metrics.json; this one stops the Trainer and raises afterwards.
+    """
+
+    def __init__(self, trial: optuna.trial.Trial, monitor: str):
+        self.trial, self.monitor = trial, monitor
+        self.pruned_epoch: int | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        epoch = trainer.current_epoch
+        self.trial.report(float(trainer.callback_metrics[self.monitor]), step=epoch)
+        if self.trial.should_prune():
+            self.pruned_epoch = epoch
+            trainer.should_stop = True
+
+    def raise_if_pruned(self) -> None:
+        if self.pruned_epoch is not None:
+            raise optuna.TrialPruned(f"pruned after epoch {self.pruned_epoch}")

@@ -1,0 +1,32 @@
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class CifarOptunaSweeperConf:
+    """The stock OptunaSweeperConf fields, plus pruner and stale-trial settings.
+
+    Values live in conf/config.yaml and conf/{sweeper,pruner,search_space}/; this is the schema.
+    """
+
+    _target_: str = "hydra_plugins.cifar_sweep_optuna.sweeper.CifarOptunaSweeper"
+    sampler: Any = None
+    pruner: Any = None
+    direction: Any = None
+    storage: Any = None
+    study_name: str | None = None
+    n_trials: int = 1
+    n_jobs: int = 1
+    max_failure_rate: float = 0.0
+    params: Any = None
+    custom_search_space: str | None = None
+    heartbeat_s: int = 60
+    grace_s: int = 180
+    max_retry: int = 1
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="cifar_optuna", node=CifarOptunaSweeperConf, provider="cifar_sweep"
+)
