@@ -14,6 +14,7 @@ from cifar_sweep.checks import check
 from cifar_sweep.errors import UserError
 
 log = logging.getLogger("cifar_sweep")
+CONF = Path(__file__).resolve().parents[1] / "conf"  # absolute: the console script works anywhere
 # Hydra 1.4 instantiates configured callbacks and plugins without a whitelist; ours are trusted.
 warnings.filterwarnings(
     "ignore",
@@ -21,7 +22,7 @@ warnings.filterwarnings(
 )
 
 
-@hydra.main(config_path="../conf", config_name="config")
+@hydra.main(config_path=str(CONF), config_name="config")
 def run(cfg: DictConfig) -> float | list[float]:
     hc = HydraConfig.get()
     try:

@@ -91,7 +91,7 @@ def write(study: optuna.Study, out_dir, *, objective=None) -> list[Path]:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # "unique value length" chatter
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.simplefilter("ignore")  # experimental-API and few-trials notes, not errors
             return [path for name, plot in todo.items() if (path := _plot(study, name, plot, out))]
     finally:
         optuna.logging.set_verbosity(verbosity)

@@ -31,6 +31,7 @@ from optuna.trial import TrialState
 from cifar_sweep import report
 from cifar_sweep.errors import UserError
 from cifar_sweep.study import masked, open_storage, refuse_literal_password
+from hydra_plugins.cifar_sweep_optuna import config  # noqa: F401  registers hydra/sweeper=cifar_optuna
 
 log = logging.getLogger(__name__)
 TRUSTED = ["optuna.*", "hydra_plugins.*", "cifar_sweep.*"]
@@ -201,6 +202,14 @@ class CifarOptunaSweeper(OptunaSweeperImpl):
             self._progress(study, trial, n_trials)
 
     def _tell(self, study, trial, ret: JobReturn) -> None:
+        """Record the job's outcome: COMPLETE, PRUNED, or FAIL with its reason."""
+        try:
+            self._tell_outcome(study, trial, ret)
+        except RuntimeError as e:  # GridSampler calls study.stop() after the last grid point
+            if "Study.stop" not in str(e):
+                raise
+
+    def _tell_outcome(self, study, trial, ret: JobReturn) -> None:
         if ret.status == JobStatus.COMPLETED:
             value = ret.return_value
             values = list(value) if isinstance(value, list | tuple) else [value]
@@ -223,11 +232,16 @@ class CifarOptunaSweeper(OptunaSweeperImpl):
         log.warning("trial %d failed: %s", trial.number, reason)
 
     def _progress(self, study, trial, n_trials: int) -> None:
+        """One line per trial: trial 7 (8/50)  complete  val/acc_best=0.83  best=0.86  pruned=3"""
         frozen = study._storage.get_trial(trial._trial_id)
-        done = self._count(study, FINISHED)
-        line = f"trial {trial.number} ({done}/{n_trials})  {frozen.state.name.lower()}"
-        if frozen.values:
-            line += "  " + " ".join(f"{v:.4g}" for v in frozen.values)
+        names = self.config.objective
+        names = [names] if isinstance(names, str) else list(names)
+        line = f"trial {trial.number} ({self._count(study, FINISHED)}/{n_trials})"
+        line += f"  {frozen.state.name.lower()}"
+        values = frozen.values or (
+            [frozen.intermediate_values[frozen.last_step]] if frozen.last_step is not None else []
+        )
+        line += "".join(f"  {n}={v:.4g}" for n, v in zip(names, values, strict=False))
         if len(study.directions) == 1 and self._count(study, (TrialState.COMPLETE,)):
             line += f"  best={study.best_value:.4g}"
         line += f"  pruned={self._count(study, (TrialState.PRUNED,))}"
