@@ -36,10 +36,13 @@ sweep:  ## an Optuna study over the default search space
 bench:  ## runner vs bare PyTorch loop throughput (CPU figures with a small model)
 	$(PY) benchmarks/throughput.py
 
+bench-sweep:  ## hyperband vs no pruning on the NAS space; sweeper overhead per trial
+	$(PY) benchmarks/sweep_pruning.py
+
 tensorboard:  ## TensorBoard on every run and sweep
 	$(PY) -m tensorboard.main --logdir outputs
 
 clean:  ## remove outputs and caches (not data/)
 	rm -rf outputs .pytest_cache .ruff_cache
 
-.PHONY: help install test test-slow lint format train train-offline sweep bench tensorboard clean
+.PHONY: help install test test-slow lint format train train-offline sweep bench bench-sweep tensorboard clean

@@ -11,23 +11,29 @@ JPEG_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.xz"
 # A run small enough for 2 CPU cores: the generated set, a narrow ResNet-18, two epochs.
 TINY = [
     "dataset=synthetic",
-    "model.width=8",  # below 8 input channels oneDNN's 1x1 conv backward can hang (oneDNN#6035)
     "trainer.max_epochs=2",
     "trainer.accelerator=cpu",
     "trainer.progress_bar=false",
 ]
+NARROW = "model.width=8"  # ResNet-18 only; below 8 channels oneDNN's 1x1 conv can hang (#6035)
+
+
+def tiny(overrides) -> list[str]:
+    """TINY, plus a narrow ResNet-18 unless the overrides pick another model."""
+    other_model = any(o.startswith("model=") for o in overrides)
+    return [*TINY, *([] if other_model else [NARROW]), *overrides]
 
 
 def compose_cfg(*overrides: str, tmp_path: Path | None = None):
     """The real configs, composed as the command line would, then shrunk by TINY."""
     extra = [f"dataset.cache_dir={tmp_path / 'cache'}"] if tmp_path else []
     with initialize_config_dir(str(ROOT / "conf")):
-        return compose("config", overrides=[*TINY, *extra, *overrides])
+        return compose("config", overrides=tiny([*extra, *overrides]))
 
 
-def run_cli(*args: str, cwd: Path = ROOT, tiny: bool = True) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path = ROOT, small: bool = True) -> subprocess.CompletedProcess:
     """python -m cifar_sweep with TINY overrides, as a user would type it."""
-    cmd = [sys.executable, "-m", "cifar_sweep", *(TINY if tiny else []), *args]
+    cmd = [sys.executable, "-m", "cifar_sweep", *(tiny(args) if small else args)]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 

@@ -61,6 +61,7 @@ class CifarOptunaSweeper(OptunaSweeperImpl):
         heartbeat_s,
         grace_s,
         max_retry,
+        per_layer=None,  # read from the config by cifar_sweep.spaces.per_layer
     ):
         super().__init__(
             None, direction, storage, study_name, n_trials, n_jobs, max_failure_rate,
@@ -115,14 +116,13 @@ class CifarOptunaSweeper(OptunaSweeperImpl):
         """<name>-<hash>: the same command (space, fixed values, sampler) finds its study again."""
         if self.study_name:
             return self.study_name
+        raw = OmegaConf.to_container(self.config.hydra.sweeper, resolve=True)
         key = {
             "space": {k: repr(v) for k, v in sorted(space.items())},
             "fixed": sorted(f"{k}={v}" for k, v in fixed.items()) + sorted(fixed_overrides),
             "directions": directions,
             "sampler": type(sampler).__name__,
-            "custom": OmegaConf.to_container(self.config.hydra.sweeper, resolve=False).get(
-                "custom_search_space"
-            ),
+            "custom": [raw.get("custom_search_space"), raw.get("per_layer")],
         }
         digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
         return f"{self.config.get('name', 'study')}-{digest[:8]}"

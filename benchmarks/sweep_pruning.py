@@ -1,0 +1,78 @@
+"""Hyperband vs no pruning on the NAS space (2-4 conv layers, 16-64 channels), same trial count.
+
+Runs the same TPE study twice, as a user would (`python -m cifar_sweep -m ...`), each in its own
+sqlite storage, and prints: trials complete/pruned, epochs trained, best value, wall time, and
+the sweeper's overhead per trial (wall time not spent inside trials) and the job's overhead per
+trial beyond training (trial duration minus the run's own time/total_s).
+
+    python benchmarks/sweep_pruning.py                 # CPU scale: generated data, 12 trials
+    python benchmarks/sweep_pruning.py dataset=cifar10_folder hydra.sweeper.n_trials=10
+"""
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = [
+    "model=nas_cnn", "search_space=nas", "optimizer=adam", "scheduler=constant",
+    "dataset=synthetic", "dataset.image_size=32", "dataset.num_classes=10",
+    "dataset.train_per_class=200", "dataset.val_size=400", "dataset.noise=0.8",
+    "trainer.max_epochs=6", "trainer.progress_bar=false", "hydra.sweeper.n_trials=12",
+]  # fmt: skip
+
+
+def run(pruner: str, overrides: list[str], out: Path) -> dict:
+    storage = f"sqlite:///{out / 'studies.db'}"
+    cmd = [sys.executable, "-m", "cifar_sweep", "-m", *COMMON, f"pruner={pruner}", *overrides,
+           f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={out / 'sweep'}"]  # fmt: skip
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    wall = time.perf_counter() - t0
+    [name] = optuna.get_all_study_names(storage)
+    study = optuna.load_study(study_name=name, storage=storage)
+    trials = study.trials
+    in_trials = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
+    beyond_train = []
+    for t in trials:
+        metrics = out / "sweep" / str(t.number) / "metrics.json"
+        if t.state == TrialState.COMPLETE and metrics.exists():
+            total = json.loads(metrics.read_text())["time/total_s"]
+            beyond_train.append((t.datetime_complete - t.datetime_start).total_seconds() - total)
+    return {
+        "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+        "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        "epochs": sum(len(t.intermediate_values) for t in trials),
+        "best": study.best_value,
+        "wall_s": wall,
+        "sweeper_s_per_trial": (wall - in_trials) / len(trials),
+        "job_s_per_trial": sum(beyond_train[1:]) / max(1, len(beyond_train) - 1),
+    }
+
+
+def main(overrides: list[str]) -> None:
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for pruner in ("hyperband", "none"):
+            (Path(tmp) / pruner).mkdir()
+            rows[pruner] = run(pruner, overrides, Path(tmp) / pruner)
+    print(f"{' '.join([*COMMON, *overrides])}")
+    print(f"{'pruner':<10}{'complete':>9}{'pruned':>8}{'epochs':>8}{'best':>8}{'wall s':>8}"
+          f"{'sweeper s/trial':>17}{'job s/trial':>13}")  # fmt: skip
+    for pruner, r in rows.items():
+        print(f"{pruner:<10}{r['complete']:>9}{r['pruned']:>8}{r['epochs']:>8}{r['best']:>8.4f}"
+              f"{r['wall_s']:>8.1f}{r['sweeper_s_per_trial']:>17.2f}"
+              f"{r['job_s_per_trial']:>13.2f}")  # fmt: skip
+    h, n = rows["hyperband"], rows["none"]
+    ratio_epochs, ratio_wall = h["epochs"] / n["epochs"], h["wall_s"] / n["wall_s"]
+    print(f"hyperband/none: epochs {ratio_epochs:.2f}, wall {ratio_wall:.2f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
