@@ -153,15 +153,7 @@ def test_killed_sweep_resumes_to_exactly_n_trials(tmp_path: Path):
             "hydra.sweeper.grace_s=2", "sweeper=random")  # fmt: skip
     proc = subprocess.Popen(sweep_cmd(tmp_path, *args), cwd=ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 300
-    while time.time() < deadline:  # wait for one finished trial and one running
-        time.sleep(0.5)
-        try:
-            got = states(study(tmp_path))
-        except (ValueError, KeyError, optuna.exceptions.StorageInternalError):
-            continue
-        if got.get("COMPLETE", 0) >= 1 and got.get("RUNNING", 0) == 1:
-            break
+    wait_for(tmp_path, done=1)
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -180,6 +172,39 @@ def test_killed_sweep_resumes_to_exactly_n_trials(tmp_path: Path):
     assert retried, "the killed trial's parameters were not retried"
     folders = {int(p.name) for p in (tmp_path / "sweep").glob("[0-9]*")}
     assert {t.number for t in finished} <= folders  # one folder per trial, none overwritten
+
+
+def wait_for(tmp_path: Path, done: int, timeout: float = 300) -> None:
+    """Until the study holds `done` complete trials and one running trial."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            got = states(study(tmp_path))
+        except (ValueError, KeyError, optuna.exceptions.StorageInternalError):
+            continue
+        if got.get("COMPLETE", 0) >= done and got.get("RUNNING", 0) == 1:
+            return
+    raise AssertionError("the sweep never reached a running trial")
+
+
+def test_ctrl_c_keeps_finished_trials_and_queues_the_interrupted_one(tmp_path: Path):
+    args = ("hydra.sweeper.n_trials=3", "trainer.max_epochs=4", "sweeper=random")
+    proc = subprocess.Popen(sweep_cmd(tmp_path, *args), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_for(tmp_path, done=1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) != 0
+    s = study(tmp_path)
+    [stopped] = [t for t in s.trials if t.state == TrialState.FAIL]
+    assert stopped.user_attrs["fail_reason"] == "interrupted"
+    [queued] = [t for t in s.trials if t.state == TrialState.WAITING]
+    assert queued.params == stopped.params
+    sweep(tmp_path, *args)
+    s = study(tmp_path)
+    assert states(s) == {"COMPLETE": 3, "FAIL": 1}
+    assert s.trials[queued.number].state == TrialState.COMPLETE  # the queued point ran first
 
 
 def test_two_workers_share_one_study(tmp_path: Path):

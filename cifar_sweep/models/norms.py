@@ -1,9 +1,33 @@
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from cifar_sweep.errors import UserError
 
+
+class DetachedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose batch mean and variance are detached from autograd (study S4).
+
+    The forward output and running statistics equal nn.BatchNorm2d's; only the gradient differs:
+    it no longer flows through the batch statistics, which is what makes training diverge.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return super().forward(x)
+        mean = x.mean(dim=(0, 2, 3)).detach()
+        var = x.var(dim=(0, 2, 3), unbiased=False).detach()
+        with torch.no_grad():  # running statistics exactly as nn.BatchNorm2d keeps them
+            n = x.numel() / x.shape[1]
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
+            self.num_batches_tracked += 1
+        x_hat = (x - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + self.eps)
+        return x_hat * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+
+
 NORMS = {
     "batch": nn.BatchNorm2d,
+    "detached_batch": DetachedBatchNorm2d,
     "none": lambda channels: nn.Identity(),
 }
 

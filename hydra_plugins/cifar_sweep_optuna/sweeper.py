@@ -191,7 +191,7 @@ class CifarOptunaSweeper(OptunaSweeperImpl):
         try:
             with self._heartbeat(study, trials):
                 returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1)
             for t in trials:  # keep the interrupted points: they run first next time
                 study.enqueue_trial(t.params, skip_if_exists=False)
                 t.set_user_attr("fail_reason", "interrupted")
