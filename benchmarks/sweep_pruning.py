@@ -22,8 +22,8 @@ from optuna.trial import TrialState
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = [
     "model=nas_cnn", "search_space=nas", "optimizer=adam", "scheduler=constant",
-    "dataset=synthetic", "dataset.image_size=32", "dataset.num_classes=10",
-    "dataset.train_per_class=200", "dataset.val_size=400", "dataset.noise=0.8",
+    "dataset=synthetic", "dataset.image_size=16", "dataset.num_classes=10",
+    "dataset.train_per_class=100", "dataset.val_size=200", "dataset.noise=0.8",
     "trainer.max_epochs=6", "trainer.progress_bar=false", "hydra.sweeper.n_trials=12",
 ]  # fmt: skip
 

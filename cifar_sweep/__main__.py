@@ -31,7 +31,8 @@ def run(cfg: DictConfig) -> float | list[float]:
         from cifar_sweep.train import objective, train
 
         callbacks = trial_callbacks(cfg, hc)
-        metrics = train(cfg, Path(hc.runtime.output_dir), callbacks)
+        single = hc.mode == RunMode.RUN  # a final run gets the evaluation report; trials do not
+        metrics = train(cfg, Path(hc.runtime.output_dir), callbacks, evaluate=single)
         for callback in callbacks:
             callback.raise_if_pruned()
         return objective(metrics, cfg.objective)

@@ -44,12 +44,17 @@ def load(cfg) -> Splits:
     if cfg.source == "cifar10":
         paths = _download_cifar10(root)
         build = lambda: _read_cifar10(root)  # noqa: E731
-    elif cfg.source == "folder":
-        files, classes = _folder_files(root)
+    elif cfg.source in ("folder", "tiny_imagenet"):
+        if cfg.source == "folder":
+            files, classes = _folder_files(root)
+        else:
+            files, classes = _tiny_imagenet_files(root, download=cfg.download)
         paths = [f for split in files.values() for f, _ in split]
         build = lambda: _read_folder(root, files, classes, cfg.image_size)  # noqa: E731
     else:
-        raise UserError(f"dataset.source={cfg.source!r} is not one of cifar10, folder, synthetic")
+        raise UserError(
+            f"dataset.source={cfg.source!r} is not one of cifar10, folder, tiny_imagenet, synthetic"
+        )
     key = _fingerprint(cfg, paths)
     path = Path(cfg.cache_dir) / f"{cfg.source}-{key}.pt"
     if path.exists():
@@ -117,6 +122,46 @@ def _folder_files(root: Path) -> tuple[dict[str, list[tuple[Path, int]]], list[s
         if not out[split]:
             raise UserError(f"dataset.root={root}: {folder} holds no image files")
     return out, classes
+
+
+TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+
+
+def _tiny_imagenet_files(root: Path, *, download: bool) -> tuple[dict, list[str]]:
+    """The official tiny-imagenet-200 layout: train/<wnid>/images/*.JPEG for training, and the
+    labelled val/images/*.JPEG (val/val_annotations.txt) as our test split."""
+    if not (root / "wnids.txt").exists() and download:
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        try:
+            download_and_extract_archive(TINY_IMAGENET_URL, str(root.parent), remove_finished=True)
+        except Exception as e:
+            raise UserError(
+                f"dataset.root={root}: could not download Tiny ImageNet ({e}); offline, unzip "
+                "tiny-imagenet-200.zip and set dataset.root=<its folder> dataset.download=false"
+            ) from None
+    for need in ("wnids.txt", "train", "val/val_annotations.txt"):
+        if not (root / need).exists():
+            raise UserError(f"dataset.root={root}: no {need} (the tiny-imagenet-200 layout)")
+    wnids = sorted((root / "wnids.txt").read_text().split())
+    label = {w: i for i, w in enumerate(wnids)}
+    names = {}
+    if (root / "words.txt").exists():
+        for line in (root / "words.txt").read_text().splitlines():
+            wnid, _, words = line.partition("\t")
+            names[wnid] = words.split(",")[0].strip()
+    train = [
+        (f, label[w]) for w in wnids for f in sorted((root / "train" / w / "images").glob("*"))
+    ]
+    test = []
+    for line in (root / "val" / "val_annotations.txt").read_text().splitlines():
+        fields = line.split("\t")
+        if len(fields) < 2 or fields[1] not in label:
+            raise UserError(f"dataset.root={root}: bad line in val_annotations.txt: {line!r}")
+        test.append((root / "val" / "images" / fields[0], label[fields[1]]))
+    if not train or not test:
+        raise UserError(f"dataset.root={root}: no training or validation images")
+    return {"train": train, "test": test}, [names.get(w, w) for w in wnids]
 
 
 def _read_folder(root: Path, files: dict, classes: list[str], image_size: int | None) -> Splits:

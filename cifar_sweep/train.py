@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import disable_possible_user_warnings
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep import flops
+from cifar_sweep import evaluation, flops
 from cifar_sweep.checks import check
 from cifar_sweep.data import ImageDataModule
 from cifar_sweep.errors import UserError
@@ -40,11 +40,14 @@ def quiet_lightning() -> None:
 
 def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list) -> L.Trainer:
     t = cfg.trainer
-    callbacks = [
-        ModelCheckpoint(dirpath=out_dir / "checkpoints", monitor="val/acc", mode="max"),
-        *callbacks,
-    ]
-    if t.early_stopping.patience is not None:
+    validates = cfg.dataset.val_size > 0  # 0: train on train+validation, keep the last epoch
+    checkpoint = (
+        ModelCheckpoint(dirpath=out_dir / "checkpoints", monitor="val/acc", mode="max")
+        if validates
+        else ModelCheckpoint(dirpath=out_dir / "checkpoints")
+    )
+    callbacks = [checkpoint, *callbacks]
+    if validates and t.early_stopping.patience is not None:
         callbacks.append(EarlyStopping(**t.early_stopping))
     return L.Trainer(
         default_root_dir=out_dir,
@@ -65,8 +68,11 @@ def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list) -> L.Trainer:
     )
 
 
-def train(cfg: DictConfig, out_dir: Path, callbacks: list | None = None) -> dict[str, float]:
-    """Train, evaluate the best checkpoint on the test split, write metrics.json; return metrics."""
+def train(
+    cfg: DictConfig, out_dir: Path, callbacks: list | None = None, *, evaluate: bool = False
+) -> dict[str, float]:
+    """Train, test the best checkpoint, write metrics.json (and with `evaluate`, the evaluation
+    report: per-class metrics, AUC, confusion matrix); return the metrics."""
     t_start = time.perf_counter()
     check(cfg)
     quiet_lightning()
@@ -106,6 +112,13 @@ def train(cfg: DictConfig, out_dir: Path, callbacks: list | None = None) -> dict
             "time/total_s": time.perf_counter() - t_start,
         }
     )
+    if torch.cuda.is_available():
+        metrics["gpu/peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    if evaluate:
+        probs, labels = evaluation.predict(module.to(trainer.strategy.root_device),
+                                           data.test_dataloader())  # fmt: skip
+        evaluation.write(evaluation.report(probs, labels, data.classes, metrics), data.classes,
+                         out_dir)  # fmt: skip
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     log.info("metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
     return metrics

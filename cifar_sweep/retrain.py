@@ -1,0 +1,86 @@
+"""Retrain a finished study's best parameters and evaluate on the test split, in one command:
+
+    python -m cifar_sweep.retrain +experiment=nas_hyperband retrain.epochs=30
+    python -m cifar_sweep.retrain +experiment=seq_vs_branch_random retrain.per=model
+
+The same overrides as the sweep find the same storage and study (`retrain.study` names another).
+Writes each run (metrics.json, evaluation report) under outputs/runs/<time>/<label>/ and a
+comparison table of the runs.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import optuna
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from optuna.trial import TrialState
+
+from cifar_sweep.__main__ import CONF
+from cifar_sweep.errors import UserError
+from cifar_sweep.study import open_storage
+
+log = logging.getLogger("cifar_sweep.retrain")
+
+
+def find_study(sweeper, name: str | None, prefix: str) -> optuna.Study:
+    """The named study, or the newest one whose name starts with `<name>-`."""
+    storage = open_storage(sweeper.storage, heartbeat_s=sweeper.heartbeat_s,
+                           grace_s=sweeper.grace_s, max_retry=sweeper.max_retry)  # fmt: skip
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    matches = [s for s in summaries if (s.study_name == name if name else
+                                        s.study_name.startswith(f"{prefix}-"))]  # fmt: skip
+    if not matches:
+        raise UserError(
+            f"retrain.study={name or prefix + '-*'}: no such study in {sweeper.storage}; "
+            f"studies there: {[s.study_name for s in summaries]}"
+        )
+    newest = max(matches, key=lambda s: s.datetime_start or s._study_id)
+    return optuna.load_study(study_name=newest.study_name, storage=storage)
+
+
+def best_trials(study: optuna.Study, per: str | None) -> dict[str, optuna.trial.FrozenTrial]:
+    """The best completed trial, or the best per value of the parameter `per`."""
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    if not done:
+        raise UserError(f"study {study.study_name} has no completed trial to retrain")
+    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    groups: dict[str, list] = {}
+    for t in done:
+        groups.setdefault(str(t.params.get(per, "best")) if per else "best", []).append(t)
+    return {label: max(ts, key=lambda t: sign * t.value) for label, ts in groups.items()}
+
+
+@hydra.main(config_path=str(CONF), config_name="config")
+def run(cfg: DictConfig) -> None:
+    from cifar_sweep import compare
+    from cifar_sweep.train import train
+
+    hc = HydraConfig.get()
+    try:
+        study = find_study(hc.sweeper, cfg.retrain.study, cfg.name)
+        runs = {}
+        for label, trial in best_trials(study, cfg.retrain.per).items():
+            overrides = [
+                *hc.overrides.task,
+                *(f"{k}={v}" for k, v in trial.params.items()),
+                f"trainer.max_epochs={cfg.retrain.epochs}",
+                *(["dataset.val_size=0", "objective=test/acc"] if cfg.retrain.merge_val else []),
+            ]
+            log.info("retraining trial %d of %s (%s): %s", trial.number, study.study_name,
+                     label, trial.params)  # fmt: skip
+            run_cfg = compose(config_name="config", overrides=overrides)
+            metrics = train(run_cfg, Path(hc.runtime.output_dir) / label, evaluate=True)
+            runs[label] = (trial.value, metrics)
+        print(compare.table(runs, Path(hc.runtime.output_dir)))
+    except UserError as e:
+        log.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()
