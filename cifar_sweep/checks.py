@@ -16,5 +16,10 @@ def check(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise UserError(f"{key}={value} must be a number > 0")
+    monitor = OmegaConf.select(cfg, "scheduler.monitor")
+    if monitor and monitor.startswith("val/") and OmegaConf.select(cfg, "dataset.val_size") == 0:
+        raise UserError(
+            f"scheduler.monitor={monitor} needs a validation split (dataset.val_size>0)"
+        )
     if OmegaConf.select(cfg, "optimizer.weight_decay", default=0) < 0:
         raise UserError(f"optimizer.weight_decay={cfg.optimizer.weight_decay} must be >= 0")

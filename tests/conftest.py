@@ -19,8 +19,8 @@ NARROW = "model.width=8"  # ResNet-18 only; below 8 channels oneDNN's 1x1 conv c
 
 
 def tiny(overrides) -> list[str]:
-    """TINY, plus a narrow ResNet-18 unless the overrides pick another model."""
-    other_model = any(o.startswith("model=") for o in overrides)
+    """TINY, plus a narrow ResNet-18 unless the overrides pick a model or an experiment."""
+    other_model = any(o.startswith(("model=", "+experiment=")) for o in overrides)
     return [*TINY, *([] if other_model else [NARROW]), *overrides]
 
 

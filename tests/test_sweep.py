@@ -1,5 +1,6 @@
 """Optuna sweeps through `python -m cifar_sweep -m`: what a user sees in the study."""
 
+import json
 import os
 import shutil
 import signal
@@ -94,8 +95,11 @@ def test_each_sampler_runs_distinct_trials(sampler: str, name: str, tmp_path: Pa
 
 
 def test_command_line_list_is_an_exact_grid_that_a_rerun_does_not_repeat(tmp_path: Path):
-    args = ("optimizer.lr=0.01,0.02,0.03", "optimizer=sgd")
+    """The plain Hydra multirun `key=a,b,c -m`: one job per value, each once."""
+    args = ("optimizer.lr=0.01,0.02,0.03", "optimizer=sgd", "scheduler=constant")
     result = sweep(tmp_path, *args)
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/metrics.json")]
+    assert sorted(r["lr"] for r in runs) == pytest.approx([0.01, 0.02, 0.03])
     assert ": GridSampler, " in result.stdout
     s = study(tmp_path)
     assert all("grid_id" in t.system_attrs for t in s.trials)

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import compose_cfg, run_cli
+from conftest import compose_cfg
 
 from cifar_sweep import sources
 from cifar_sweep.errors import UserError
@@ -75,14 +75,3 @@ def test_jpeg_folder_trains_and_its_cache_is_reused(jpeg_subset: Path, tmp_path:
     os.utime(some, ns=(stamp, stamp + 10**9))
     sources.load(cfg.dataset)
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
-
-
-def test_plain_hydra_multirun_runs_both_jobs(tmp_path: Path):
-    result = run_cli(
-        "-m", "optimizer.lr=0.01,0.02", "trainer.max_epochs=1",
-        f"hydra.sweep.dir={tmp_path}", f"dataset.cache_dir={tmp_path / 'cache'}",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    jobs = sorted(p.parent for p in tmp_path.glob("*/metrics.json"))
-    lrs = {json.loads((job / "metrics.json").read_text())["lr"] for job in jobs}
-    assert len(jobs) == 2 and sorted(lrs) == pytest.approx([0.01, 0.02])

@@ -1,0 +1,159 @@
+"""The five studies' experiment configs, the Tiny ImageNet layout, retraining and evaluation."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+from conftest import ROOT, compose_cfg
+from torchvision.io import write_jpeg
+
+from cifar_sweep import sources
+from cifar_sweep.train import build, train
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+SMALL = {  # shrink each study's model for two CPU cores; the recipe stays as configured
+    "TinyCNN": ["model.channels=[8,16,16]", "model.hidden=32"],
+    "ResNetDense": ["model.widths=[8,16]", "model.units=32"],
+    "NasCNN": ["model.channels=[8,8,8,8]"],
+    "ResNet18": ["model.width=8"],
+}
+
+
+def tiny_imagenet_tree(root: Path, wnids=("n01", "n02", "n03"), per_class=12) -> Path:
+    """The official tiny-imagenet-200 layout; class i's images are filled with 40 + 60 * i."""
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (root / "words.txt").write_text("".join(f"{w}\tthing{i}, other\n" for i, w in enumerate(wnids)))
+    notes = []
+    for i, w in enumerate(wnids):
+        image = torch.full((3, 64, 64), 40 + 60 * i, dtype=torch.uint8)
+        (root / "train" / w / "images").mkdir(parents=True)
+        for j in range(per_class):
+            write_jpeg(image, str(root / "train" / w / "images" / f"{w}_{j}.JPEG"))
+        for j in range(3):
+            name = f"val_{i * 3 + j}.JPEG"
+            write_jpeg(image, str(root / "val" / "images" / name))
+            notes.append(f"{name}\t{w}\t0\t0\t63\t63")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(notes) + "\n")
+    return root
+
+
+def experiment_overrides(name: str, tmp_path: Path) -> list[str]:
+    cfg = compose_cfg(f"+experiment={name}")
+    model = cfg.model._target_.split(".")[-2]
+    key = {"small_cnn": "tiny_cnn" if "Tiny" in cfg.model._target_ else None}.get(model, None)
+    key = key or {"resnet": "resnet18", "resnet_dense": "resnet_dense", "nas_cnn": "nas_cnn"}.get(
+        model
+    )
+    data = (
+        ["dataset.download=false", f"dataset.root={tiny_imagenet_tree(tmp_path / 'tin')}",
+         "dataset.val_size=6"]
+        if cfg.dataset.source == "tiny_imagenet"
+        else ["dataset=synthetic", "dataset.val_size=80"]
+    )  # fmt: skip
+    return [f"+experiment={name}", *data, *SMALL.get(model, []), "trainer.max_epochs=1",
+            f"dataset.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_and_trains(name: str, tmp_path: Path):
+    overrides = experiment_overrides(name, tmp_path)
+    cfg = compose_cfg(*overrides)
+    assert cfg.name == name
+    metrics = train(cfg, tmp_path / "run")
+    assert 0 <= metrics["test/acc"] <= 1 and metrics["epochs"] == 1
+
+
+def test_experiments_are_the_eight_studies():
+    assert EXPERIMENTS == sorted([
+        "resnet18_lr", "resnet18_scheduler", "resnet18_weight_decay", "resnet18_detached_bn",
+        "seq_vs_branch_random", "resnet_dense_random", "nas_hyperband", "tiny_imagenet_tpe",
+    ])  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_runs_as_a_sweep(name: str, tmp_path: Path):
+    cmd = [sys.executable, "-m", "cifar_sweep", "-m", *experiment_overrides(name, tmp_path),
+           "trainer.accelerator=cpu", "trainer.progress_bar=false", "hydra.sweeper.n_trials=2",
+           f"hydra.sweeper.storage=sqlite:///{tmp_path / 's.db'}",
+           f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [study] = optuna.get_all_study_names(f"sqlite:///{tmp_path / 's.db'}")
+    assert study.startswith(f"{name}-")
+
+
+def test_tiny_imagenet_layout_is_read_with_its_val_annotations(tmp_path: Path):
+    root = tiny_imagenet_tree(tmp_path / "tiny-imagenet-200")
+    cfg = compose_cfg("dataset=tiny_imagenet", f"dataset.root={root}", "dataset.download=false",
+                      tmp_path=tmp_path)  # fmt: skip
+    data = sources.load(cfg.dataset)
+    assert data.classes == ["thing0", "thing1", "thing2"]
+    assert data.train_x.shape == (36, 3, 64, 64) and data.test_x.shape == (9, 3, 64, 64)
+    for x, y in [(data.train_x, data.train_y), (data.test_x, data.test_y)]:
+        brightness = x.float().mean(dim=(1, 2, 3))
+        assert torch.allclose(brightness, 40 + 60 * y.float(), atol=3)  # labels match images
+
+
+def test_tiny_imagenet_without_the_layout_names_what_is_missing(tmp_path: Path):
+    from cifar_sweep.errors import UserError
+
+    cfg = compose_cfg("dataset=tiny_imagenet", f"dataset.root={tmp_path}", "dataset.download=false")
+    with pytest.raises(UserError, match="wnids.txt"):
+        sources.load(cfg.dataset)
+
+
+@pytest.mark.parametrize(
+    ("model", "shape", "classes"),
+    [("seq_cnn", 32, 10), ("two_branch_cnn", 32, 10), ("resnet_dense", 32, 10),
+     ("tiny_cnn", 64, 200)],
+)  # fmt: skip
+def test_study_models_output_shape(model: str, shape: int, classes: int):
+    net = build(compose_cfg(f"model={model}").model, num_classes=classes, in_channels=3)
+    assert net(torch.zeros(2, 3, shape, shape)).shape == (2, classes)
+
+
+def test_retrain_reads_the_best_params_and_writes_a_comparison(tmp_path: Path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="seq_vs_branch_random-abc", storage=storage,
+                                direction="maximize")  # fmt: skip
+    choice = optuna.distributions.CategoricalDistribution
+    space = {"model": choice(["seq_cnn", "two_branch_cnn"]), "model.filters": choice([8, 16, 32])}
+    for model, filters, value in [
+        ("seq_cnn", 8, 0.5),
+        ("seq_cnn", 16, 0.7),
+        ("two_branch_cnn", 32, 0.6),
+        ("two_branch_cnn", 8, 0.4),
+    ]:
+        params = {"model": model, "model.filters": filters}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=value))
+    out = tmp_path / "retrain"
+    result = subprocess.run(
+        [sys.executable, "-m", "cifar_sweep.retrain",
+         *experiment_overrides("seq_vs_branch_random", tmp_path), "trainer.accelerator=cpu",
+         "trainer.progress_bar=false", f"hydra.sweeper.storage={storage}", "retrain.epochs=2",
+         f"hydra.run.dir={out}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {p.name for p in out.glob("[!.]*") if p.is_dir()} == {"seq_cnn", "two_branch_cnn"}
+    best = [("seq_cnn", "SeqCNN", 16), ("two_branch_cnn", "TwoBranchCNN", 32)]  # per model
+    for model, cls, filters in best:
+        run = out / model
+        hparams = yaml.safe_load((run / "tb" / "hparams.yaml").read_text())
+        assert hparams["model"]["_target_"].endswith(cls)
+        assert hparams["model"]["filters"] == filters
+        assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+        evaluation = json.loads((run / "evaluation.json").read_text())
+        assert sum(map(sum, evaluation["confusion_matrix"])) == 100  # the whole test split
+        assert 0 <= evaluation["macro_auc_ovr"] <= 1 and len(evaluation["per_class"]) == 4
+        assert (run / "confusion_matrix.png").stat().st_size > 1000
+    table = (out / "comparison.md").read_text()
+    assert "| seq_cnn | 0.7000 |" in table and "| two_branch_cnn | 0.6000 |" in table
+    assert "MFLOPs/image" in table
