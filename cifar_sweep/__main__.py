@@ -1,7 +1,6 @@
 """python -m cifar_sweep [overrides] [-m]: one run, or a sweep with -m."""
 
 import logging
-import sys
 import warnings
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cifar_sweep.checks import check
-from cifar_sweep.errors import UserError
+from cifar_sweep.errors import UserError, exit_with
 
 log = logging.getLogger("cifar_sweep")
 CONF = Path(__file__).resolve().parents[1] / "conf"  # absolute: the console script works anywhere
@@ -39,9 +38,7 @@ def run(cfg: DictConfig) -> float | list[float]:
     except UserError as e:
         if hc.mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failed trial with this reason and goes on
-        log.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        exit_with(e, log)
 
 
 def trial_callbacks(cfg: DictConfig, hc) -> list:

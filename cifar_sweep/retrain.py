@@ -9,7 +9,6 @@ comparison table of the runs.
 """
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -20,7 +19,7 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from cifar_sweep.__main__ import CONF
-from cifar_sweep.errors import UserError
+from cifar_sweep.errors import UserError, exit_with
 from cifar_sweep.study import open_storage
 
 log = logging.getLogger("cifar_sweep.retrain")
@@ -77,9 +76,7 @@ def run(cfg: DictConfig) -> None:
             runs[label] = (trial.value, metrics)
         print(compare.table(runs, Path(hc.runtime.output_dir)))
     except UserError as e:
-        log.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        exit_with(e, log)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def test_scheduler_options_build(option, warmup):
 @pytest.mark.parametrize("option", options("dataset"))
 def test_dataset_options_compose(option, tmp_path: Path):
     cfg = compose_cfg(f"dataset={option}", f"dataset.root={tmp_path}")
-    assert cfg.dataset.source in {"cifar10", "folder", "synthetic"}
+    assert cfg.dataset.source in {"cifar10", "folder", "tiny_imagenet", "synthetic"}
     assert cfg.dataset.val_size >= 0 and cfg.dataset.batch_size > 0
 
 

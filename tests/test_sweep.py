@@ -194,8 +194,12 @@ def wait_for(tmp_path: Path, done: int, timeout: float = 300) -> None:
 
 def test_ctrl_c_keeps_finished_trials_and_queues_the_interrupted_one(tmp_path: Path):
     args = ("hydra.sweeper.n_trials=3", "trainer.max_epochs=4", "sweeper=random")
+
+    def default_sigint() -> None:  # a shell's background job ignores SIGINT; a terminal does not
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     proc = subprocess.Popen(sweep_cmd(tmp_path, *args), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+                            stderr=subprocess.DEVNULL, preexec_fn=default_sigint)  # fmt: skip
     wait_for(tmp_path, done=1)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
@@ -204,11 +208,12 @@ def test_ctrl_c_keeps_finished_trials_and_queues_the_interrupted_one(tmp_path: P
     [stopped] = [t for t in s.trials if t.state == TrialState.FAIL]
     assert stopped.user_attrs["fail_reason"] == "interrupted"
     [queued] = [t for t in s.trials if t.state == TrialState.WAITING]
-    assert queued.params == stopped.params
+    assert queued.system_attrs["fixed_params"] == stopped.params
     sweep(tmp_path, *args)
     s = study(tmp_path)
     assert states(s) == {"COMPLETE": 3, "FAIL": 1}
-    assert s.trials[queued.number].state == TrialState.COMPLETE  # the queued point ran first
+    rerun = s.trials[queued.number]  # the queued point ran first, with the same parameters
+    assert rerun.state == TrialState.COMPLETE and rerun.params == stopped.params
 
 
 def test_two_workers_share_one_study(tmp_path: Path):

@@ -12,8 +12,8 @@ import hashlib
 import json
 import logging
 import math
-import sys
 import threading
+from collections import Counter
 from contextlib import contextmanager
 
 import optuna
@@ -29,7 +29,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from cifar_sweep import report
-from cifar_sweep.errors import UserError
+from cifar_sweep.errors import UserError, exit_with
 from cifar_sweep.study import masked, open_storage, refuse_literal_password
 from hydra_plugins.cifar_sweep_optuna import config  # noqa: F401  registers hydra/sweeper=cifar_optuna
 
@@ -74,9 +74,7 @@ class CifarOptunaSweeper(OptunaSweeperImpl):
         try:
             self._sweep(arguments)
         except UserError as e:
-            log.error("%s", e)
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
+            exit_with(e, log)
 
     # -- search space, sampler and study -------------------------------------------------
 
@@ -150,7 +148,7 @@ class CifarOptunaSweeper(OptunaSweeperImpl):
         log.info(
             "study %s in %s: %s, %s, %d trials wanted, %d finished already",
             study.study_name, masked(self.storage), type(sampler).__name__,
-            type(study.pruner).__name__, n_trials, self._count(study, FINISHED),
+            type(study.pruner).__name__, n_trials, len(study.get_trials(states=FINISHED)),
         )  # fmt: skip
         if study.trials:  # a rerun or a second worker: do not replay the seeded sequence
             sampler.reseed_rng()
@@ -159,11 +157,14 @@ class CifarOptunaSweeper(OptunaSweeperImpl):
         try:
             while True:
                 optuna.storages.fail_stale_trials(study)  # killed workers' trials, retried
-                finished = self._count(study, FINISHED)
-                running = self._count(study, (TrialState.RUNNING,))
-                if self._count(study, (TrialState.FAIL,)) > budget:
+                n = self._states(study)
+                finished, running = (
+                    n[TrialState.COMPLETE] + n[TrialState.PRUNED],
+                    n[TrialState.RUNNING],
+                )
+                if n[TrialState.FAIL] > budget:
                     raise UserError(
-                        f"{self._count(study, (TrialState.FAIL,))} failed trials exceed "
+                        f"{n[TrialState.FAIL]} failed trials exceed "
                         f"max_failure_rate={self.max_failure_rate} x {n_trials}; see the log"
                     )
                 if grid_size and sampler.is_exhausted(study):
@@ -195,7 +196,7 @@ class CifarOptunaSweeper(OptunaSweeperImpl):
             for t in trials:  # keep the interrupted points: they run first next time
                 study.enqueue_trial(t.params, skip_if_exists=False)
                 t.set_user_attr("fail_reason", "interrupted")
-                study.tell(t, TrialState.FAIL)
+                study.tell(t, state=TrialState.FAIL)
             raise
         for trial, ret in zip(trials, returns, strict=True):
             self._tell(study, trial, ret)
@@ -234,23 +235,24 @@ class CifarOptunaSweeper(OptunaSweeperImpl):
     def _progress(self, study, trial, n_trials: int) -> None:
         """One line per trial: trial 7 (8/50)  complete  val/acc_best=0.83  best=0.86  pruned=3"""
         frozen = study._storage.get_trial(trial._trial_id)
+        n = self._states(study)
         names = self.config.objective
         names = [names] if isinstance(names, str) else list(names)
-        line = f"trial {trial.number} ({self._count(study, FINISHED)}/{n_trials})"
+        line = f"trial {trial.number} ({n[TrialState.COMPLETE] + n[TrialState.PRUNED]}/{n_trials})"
         line += f"  {frozen.state.name.lower()}"
         values = frozen.values or (
             [frozen.intermediate_values[frozen.last_step]] if frozen.last_step is not None else []
         )
-        line += "".join(f"  {n}={v:.4g}" for n, v in zip(names, values, strict=False))
-        if len(study.directions) == 1 and self._count(study, (TrialState.COMPLETE,)):
+        line += "".join(f"  {name}={v:.4g}" for name, v in zip(names, values, strict=False))
+        if len(study.directions) == 1 and n[TrialState.COMPLETE]:
             line += f"  best={study.best_value:.4g}"
-        line += f"  pruned={self._count(study, (TrialState.PRUNED,))}"
-        line += f"  failed={self._count(study, (TrialState.FAIL,))}"
+        line += f"  pruned={n[TrialState.PRUNED]}  failed={n[TrialState.FAIL]}"
         log.info(line)
 
     @staticmethod
-    def _count(study, states) -> int:
-        return len(study.get_trials(deepcopy=False, states=states))
+    def _states(study) -> Counter:
+        """How many trials of the study are in each state (all workers' trials)."""
+        return Counter(t.state for t in study.get_trials(deepcopy=False))
 
     @contextmanager
     def _heartbeat(self, study, trials):
