@@ -31,7 +31,12 @@ def run(cfg: DictConfig) -> float | list[float]:
 
         callbacks = trial_callbacks(cfg, hc)
         single = hc.mode == RunMode.RUN  # a final run gets the evaluation report; trials do not
-        metrics = train(cfg, Path(hc.runtime.output_dir), callbacks, evaluate=single)
+        if cfg.dataset.get("folds"):
+            from cifar_sweep.crossval import cross_validate
+
+            metrics = cross_validate(cfg, Path(hc.runtime.output_dir), callbacks)
+        else:
+            metrics = train(cfg, Path(hc.runtime.output_dir), callbacks, evaluate=single)
         for callback in callbacks:
             callback.raise_if_pruned()
         return objective(metrics, cfg.objective)

@@ -16,6 +16,9 @@ def check(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise UserError(f"{key}={value} must be a number > 0")
+    folds = OmegaConf.select(cfg, "dataset.folds")
+    if folds is not None and (not isinstance(folds, int) or folds < 2):
+        raise UserError(f"dataset.folds={folds} must be null or an integer >= 2")
     monitor = OmegaConf.select(cfg, "scheduler.monitor")
     if monitor and monitor.startswith("val/") and OmegaConf.select(cfg, "dataset.val_size") == 0:
         raise UserError(

@@ -83,7 +83,12 @@ class ImageDataModule(L.LightningDataModule):
             )
         g = torch.Generator().manual_seed(self.cfg.split_seed)
         order = torch.randperm(n, generator=g)
-        val, train = order[: self.cfg.val_size], order[self.cfg.val_size :]
+        if self.cfg.get("folds"):  # k-fold: validate on the fold-th of k equal parts
+            size = n // self.cfg.folds
+            val = order[self.cfg.fold * size : (self.cfg.fold + 1) * size]
+            train = torch.cat([order[: self.cfg.fold * size], order[(self.cfg.fold + 1) * size :]])
+        else:
+            val, train = order[: self.cfg.val_size], order[self.cfg.val_size :]
         self.splits = {
             "train": (data.train_x[train], data.train_y[train]),
             "val": (data.train_x[val], data.train_y[val]),

@@ -75,3 +75,15 @@ def test_jpeg_folder_trains_and_its_cache_is_reused(jpeg_subset: Path, tmp_path:
     os.utime(some, ns=(stamp, stamp + 10**9))
     sources.load(cfg.dataset)
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+
+
+def test_k_fold_objective_is_the_mean_over_folds(tmp_path: Path):
+    from cifar_sweep.crossval import cross_validate
+
+    cfg = compose_cfg("dataset.folds=3", "trainer.max_epochs=1", tmp_path=tmp_path)
+    metrics = cross_validate(cfg, tmp_path / "cv")
+    folds = [json.loads((tmp_path / "cv" / f"fold{i}" / "metrics.json").read_text())
+             for i in range(3)]  # fmt: skip
+    assert metrics["cv/folds"] == 3
+    assert metrics["val/acc_best"] == pytest.approx(sum(f["val/acc_best"] for f in folds) / 3)
+    assert json.loads((tmp_path / "cv" / "metrics.json").read_text()) == metrics

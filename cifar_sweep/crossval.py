@@ -1,0 +1,23 @@
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig, open_dict
+
+from cifar_sweep.train import train
+
+
+def cross_validate(cfg: DictConfig, out_dir: Path, callbacks: list | None = None) -> dict:
+    """k-fold cross-validation (`dataset.folds=k`) over the training images, the test split
+    untouched: one run per fold under out_dir/fold<i>/, and the mean of each metric over folds.
+    A pruner sees the first fold only (its epochs are the trial's steps)."""
+    runs = []
+    for fold in range(cfg.dataset.folds):
+        fold_cfg = cfg.copy()
+        with open_dict(fold_cfg):
+            fold_cfg.dataset.fold = fold
+        runs.append(train(fold_cfg, out_dir / f"fold{fold}", callbacks if fold == 0 else None))
+    keys = set.intersection(*(set(r) for r in runs))
+    mean = {k: sum(r[k] for r in runs) / len(runs) for k in sorted(keys)}
+    mean["cv/folds"] = len(runs)
+    (out_dir / "metrics.json").write_text(json.dumps(mean, indent=2, sort_keys=True))
+    return mean
