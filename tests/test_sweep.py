@@ -83,8 +83,9 @@ def test_default_sweep_is_tpe_over_lr_and_weight_decay_with_a_report(tmp_path: P
 
 @pytest.mark.parametrize(
     ("sampler", "name"),
-    [("random", "RandomSampler"), ("cmaes", "CmaEsSampler"),
-     pytest.param("qmc", "QMCSampler", marks=pytest.mark.slow),  # 15 s each: keep CI short
+    [("random", "RandomSampler"),
+     pytest.param("cmaes", "CmaEsSampler", marks=pytest.mark.slow),  # 15 s each: keep CI short
+     pytest.param("qmc", "QMCSampler", marks=pytest.mark.slow),
      pytest.param("gp", "GPSampler", marks=pytest.mark.slow)],
 )  # fmt: skip
 def test_each_sampler_runs_distinct_trials(sampler: str, name: str, tmp_path: Path):
