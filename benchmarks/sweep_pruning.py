@@ -3,13 +3,16 @@
 Runs the same TPE study twice, as a user would (`python -m cifar_sweep -m ...`), each in its own
 sqlite storage, and prints: trials complete/pruned, epochs trained, best value, wall time, and
 the sweeper's overhead per trial (wall time not spent inside trials) and the job's overhead per
-trial beyond training (trial duration minus the run's own time/total_s).
+trial beyond training (trial duration minus the run's own time/total_s). "sweeper s/trial" spreads
+the fixed costs (start-up, the end-of-sweep report) over the trials; "between s" is the mean gap
+between one trial's end and the next one's start (tell, stale check, ask, suggest).
 
     python benchmarks/sweep_pruning.py                 # CPU scale: generated data, 12 trials
     python benchmarks/sweep_pruning.py dataset=cifar10_folder hydra.sweeper.n_trials=10
 """
 
 import json
+from itertools import pairwise
 import subprocess
 import sys
 import tempfile
@@ -45,7 +48,10 @@ def run(pruner: str, overrides: list[str], out: Path) -> dict:
         if t.state == TrialState.COMPLETE and metrics.exists():
             total = json.loads(metrics.read_text())["time/total_s"]
             beyond_train.append((t.datetime_complete - t.datetime_start).total_seconds() - total)
+    ordered = sorted(trials, key=lambda t: t.datetime_start)
+    gaps = [(b.datetime_start - a.datetime_complete).total_seconds() for a, b in pairwise(ordered)]
     return {
+        "between_s": sum(gaps) / len(gaps),
         "complete": sum(t.state == TrialState.COMPLETE for t in trials),
         "pruned": sum(t.state == TrialState.PRUNED for t in trials),
         "epochs": sum(len(t.intermediate_values) for t in trials),
@@ -64,10 +70,10 @@ def main(overrides: list[str]) -> None:
             rows[pruner] = run(pruner, overrides, Path(tmp) / pruner)
     print(f"{' '.join([*COMMON, *overrides])}")
     print(f"{'pruner':<10}{'complete':>9}{'pruned':>8}{'epochs':>8}{'best':>8}{'wall s':>8}"
-          f"{'sweeper s/trial':>17}{'job s/trial':>13}")  # fmt: skip
+          f"{'sweeper s/trial':>17}{'between s':>11}{'job s/trial':>13}")  # fmt: skip
     for pruner, r in rows.items():
         print(f"{pruner:<10}{r['complete']:>9}{r['pruned']:>8}{r['epochs']:>8}{r['best']:>8.4f}"
-              f"{r['wall_s']:>8.1f}{r['sweeper_s_per_trial']:>17.2f}"
+              f"{r['wall_s']:>8.1f}{r['sweeper_s_per_trial']:>17.2f}{r['between_s']:>11.2f}"
               f"{r['job_s_per_trial']:>13.2f}")  # fmt: skip
     h, n = rows["hyperband"], rows["none"]
     ratio_epochs, ratio_wall = h["epochs"] / n["epochs"], h["wall_s"] / n["wall_s"]

@@ -80,10 +80,10 @@ class CifarOptunaSweeper(OptunaSweeperImpl):
 
     def _space(self, arguments: list[str]):
         """Sweep values on the command line replace the YAML space; plain values stay fixed."""
-        cli_space, _, _ = create_params_from_overrides(arguments)
+        cli_space, cli_fixed, cli_fixed_overrides = create_params_from_overrides(arguments)
         if cli_space:
             self.custom_search_space_extender = None
-            space, fixed, fixed_overrides = cli_space, *create_params_from_overrides(arguments)[1:]
+            space, fixed, fixed_overrides = cli_space, cli_fixed, cli_fixed_overrides
         else:
             space, fixed, fixed_overrides = create_params_from_overrides(
                 self._parse_sweeper_params_config() + arguments
