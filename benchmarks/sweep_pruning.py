@@ -12,11 +12,11 @@ between one trial's end and the next one's start (tell, stale check, ask, sugges
 """
 
 import json
-from itertools import pairwise
 import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import optuna
