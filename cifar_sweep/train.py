@@ -10,7 +10,8 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import disable_possible_user_warnings
 from omegaconf import DictConfig, OmegaConf
@@ -38,6 +39,16 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+class OneProgressBar(TQDMProgressBar):
+    """The epoch bar only: validation and testing run without bars of their own."""
+
+    def init_validation_tqdm(self) -> Tqdm:
+        return Tqdm(disable=True)
+
+    def init_test_tqdm(self) -> Tqdm:
+        return Tqdm(disable=True)
+
+
 def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list) -> L.Trainer:
     t = cfg.trainer
     validates = cfg.dataset.val_size > 0  # 0: train on train+validation, keep the last epoch
@@ -46,7 +57,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list) -> L.Trainer:
         if validates
         else ModelCheckpoint(dirpath=out_dir / "checkpoints")
     )
-    callbacks = [checkpoint, *callbacks]
+    callbacks = [checkpoint, *callbacks, *([OneProgressBar()] if t.progress_bar else [])]
     if validates and t.early_stopping.patience is not None:
         callbacks.append(EarlyStopping(**t.early_stopping))
     return L.Trainer(
