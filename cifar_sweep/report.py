@@ -73,8 +73,9 @@ def results(study: optuna.Study) -> dict:
     return {"name": "optuna", "study": study.study_name, "solutions": front}
 
 
-def write(study: optuna.Study, out_dir, *, objective=None) -> list[Path]:
+def write(study: optuna.Study, out_dir) -> list[Path]:
     """Print the table; write optimization_results.yaml, trials.csv and plots/*.png to out_dir."""
+    objective = study.user_attrs.get("objective")  # the metric names, set by the sweeper
     out = Path(out_dir)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     print(table(study), flush=True)
@@ -105,6 +106,9 @@ def _plot(study: optuna.Study, name: str, plot, out: Path) -> Path | None:
         log.warning("plot %s not drawn: %s", name, e)
         return None
     fig = ax.flat[0].figure if hasattr(ax, "flat") else ax.figure
+    if name == "parallel_coordinate":  # one axis per parameter: room for their labels
+        n_params = len({p for t in study.trials for p in t.params})
+        fig.set_size_inches(max(6.4, 1.4 * (n_params + 1)), 5)
     path = out / "plots" / f"{name}.png"
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

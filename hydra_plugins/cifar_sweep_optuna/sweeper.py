@@ -150,6 +150,10 @@ class CifarOptunaSweeper(OptunaSweeperImpl):
             study.study_name, masked(self.storage), type(sampler).__name__,
             type(study.pruner).__name__, n_trials, len(study.get_trials(states=FINISHED)),
         )  # fmt: skip
+        objective = self.config.objective  # names the values in later reports and plots
+        study.set_user_attr(
+            "objective", objective if isinstance(objective, str) else list(objective)
+        )
         if study.trials:  # a rerun or a second worker: do not replay the seeded sequence
             sampler.reseed_rng()
         reseeded = bool(study.trials)
@@ -180,7 +184,7 @@ class CifarOptunaSweeper(OptunaSweeperImpl):
                 reseeded = True
                 self._run_batch(study, trials, space, fixed, fixed_overrides, n_trials)
         finally:
-            report.write(study, self.config.hydra.sweep.dir, objective=self.config.objective)
+            report.write(study, self.config.hydra.sweep.dir)
 
     def _run_batch(self, study, trials, space, fixed, fixed_overrides, n_trials) -> None:
         overrides = self._configure_trials(trials, space, fixed, fixed_overrides)
