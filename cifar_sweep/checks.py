@@ -12,6 +12,8 @@ POSITIVE = ("optimizer.lr", "dataset.batch_size", "dataset.eval_batch_size", "tr
 
 def check(cfg: DictConfig) -> None:
     """Raise a UserError naming the first key whose value cannot work."""
+    if cfg.dataset.source != "synthetic" and cfg.dataset.root is None:
+        raise UserError("dataset.root is required for this dataset: dataset.root=/path/to/tree")
     for key in POSITIVE:
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:

@@ -51,7 +51,8 @@ class OneProgressBar(TQDMProgressBar):
 
 def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list) -> L.Trainer:
     t = cfg.trainer
-    validates = cfg.dataset.val_size > 0  # 0: train on train+validation, keep the last epoch
+    # val_size=0 (and no folds): train on train+validation, keep the last epoch
+    validates = cfg.dataset.val_size > 0 or bool(cfg.dataset.get("folds"))
     checkpoint = (
         ModelCheckpoint(dirpath=out_dir / "checkpoints", monitor="val/acc", mode="max")
         if validates

@@ -28,6 +28,7 @@ def bad_trees(tmp_path: Path) -> dict[str, Path]:
         (["optimizer.lr=-0.1"], "optimizer.lr"),
         (["dataset.batch_size=0"], "dataset.batch_size"),
         (["dataset.val_size=100000"], "dataset.val_size"),
+        (["dataset=image_folder"], "dataset.root"),
         (["dataset=image_folder", "dataset.root=/no/such/folder"], "/no/such/folder"),
         (["dataset=image_folder", "dataset.root={empty}"], "{empty}"),
         (["dataset=image_folder", "dataset.root={corrupt}"], "{corrupt}/train/cat/0.jpg"),
