@@ -1,5 +1,7 @@
 """Opening a study's storage the same way in the sweeper and in its jobs."""
 
+import random
+import time
 import warnings
 from pathlib import Path
 
@@ -48,18 +50,23 @@ def open_storage(url: str, *, heartbeat_s: int, grace_s: int, max_retry: int):
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}  # several workers take turns writing
-    try:
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_s,
-            grace_period=grace_s,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
-        )
-    except (ImportError, ModuleNotFoundError) as e:
-        raise UserError(f"hydra.sweeper.storage={masked(url)}: driver missing ({e})") from None
-    except Exception as e:  # server down, bad credentials, unknown dialect
-        raise UserError(f"hydra.sweeper.storage={masked(url)}: cannot open ({e})") from None
+    for _ in range(5):
+        try:
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_s,
+                grace_period=grace_s,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                    max_retry=max_retry
+                ),
+            )
+        except (ImportError, ModuleNotFoundError) as e:
+            raise UserError(f"hydra.sweeper.storage={masked(url)}: driver missing ({e})") from None
+        except Exception as e:  # server down, bad credentials, or another worker creating it
+            error = str(e).splitlines()[0]
+            time.sleep(0.5 + random.random())  # workers starting together race to create tables
+    raise UserError(f"hydra.sweeper.storage={masked(url)}: cannot open ({error})")
 
 
 def load_trial(sweeper_cfg, study_name: str, trial_id: int, pruner) -> optuna.trial.Trial:

@@ -227,8 +227,11 @@ def test_two_workers_share_one_study(tmp_path: Path):
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     s = study(tmp_path)
-    assert states(s) == {"COMPLETE": 5}
-    assert distinct_params(s) == 5  # the second worker does not replay the seeded sequence
+    complete = [t for t in s.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 5
+    # a trial asked by both workers at the same moment steps back before it runs
+    assert all("not run" in t.user_attrs["fail_reason"] for t in s.trials if t not in complete)
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 5  # no replayed seeds
     assert all("trial " in out for out in outputs)  # both workers ran trials
 
 
@@ -309,3 +312,17 @@ def test_postgres_storage_with_the_password_from_the_environment(postgres, tmp_p
     assert states(s) == {"COMPLETE": 2} and all(t.intermediate_values for t in s.trials)
     written = [p for p in (tmp_path / "sweep").rglob("*") if p.is_file()]
     assert written and not any("sweep-secret" in p.read_text(errors="ignore") for p in written)
+
+
+def test_a_trial_asked_past_n_trials_steps_back_without_counting_as_a_failure():
+    from hydra_plugins.cifar_sweep_optuna.sweeper import SURPLUS, CifarOptunaSweeper
+
+    s = optuna.create_study()
+    for _ in range(4):
+        s.tell(s.ask(), 1.0)
+    first, second = s.ask(), s.ask()  # two workers asked at the same moment for the 5th trial
+    kept = CifarOptunaSweeper._drop_surplus(s, [first, second], n_trials=5)
+    assert kept == [first]
+    assert s.trials[second.number].state == TrialState.FAIL
+    assert s.trials[second.number].user_attrs["fail_reason"] == SURPLUS
+    assert CifarOptunaSweeper._states(s)[TrialState.FAIL] == 0  # not charged to the budget

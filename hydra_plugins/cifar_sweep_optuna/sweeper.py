@@ -36,6 +36,7 @@ from hydra_plugins.cifar_sweep_optuna import config  # noqa: F401  registers hyd
 log = logging.getLogger(__name__)
 TRUSTED = ["optuna.*", "hydra_plugins.*", "cifar_sweep.*"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SURPLUS = "not run: the study already had n_trials (another worker asked at the same moment)"
 
 
 def _is_discrete(dist) -> bool:
@@ -178,11 +179,12 @@ class CifarOptunaSweeper(OptunaSweeperImpl):
                     if running:
                         log.info("%d trials are running in other workers; stopping", running)
                     break
-                trials = [study.ask() for _ in range(todo)]
-                if not reseeded and trials[0].number != 0:  # another worker started first
+                trials = self._drop_surplus(study, [study.ask() for _ in range(todo)], n_trials)
+                if trials and not reseeded and trials[0].number != 0:  # another worker was first
                     sampler.reseed_rng()
                 reseeded = True
-                self._run_batch(study, trials, space, fixed, fixed_overrides, n_trials)
+                if trials:
+                    self._run_batch(study, trials, space, fixed, fixed_overrides, n_trials)
         finally:
             report.write(study, self.config.hydra.sweep.dir)
 
@@ -255,8 +257,26 @@ class CifarOptunaSweeper(OptunaSweeperImpl):
 
     @staticmethod
     def _states(study) -> Counter:
-        """How many trials of the study are in each state (all workers' trials)."""
-        return Counter(t.state for t in study.get_trials(deepcopy=False))
+        """How many trials of the study are in each state (all workers' trials); surplus trials
+        are counted apart from failures."""
+        return Counter(
+            "surplus" if t.user_attrs.get("fail_reason") == SURPLUS else t.state
+            for t in study.get_trials(deepcopy=False)
+        )
+
+    @staticmethod
+    def _drop_surplus(study, trials: list, n_trials: int) -> list:
+        """Trials that workers asked for at the same moment can overshoot n_trials: the one with
+        the higher number (numbers are given out by the storage, atomically) steps back."""
+        live = [t.number for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL]
+        keep = []
+        for t in trials:
+            if sum(n < t.number for n in live) >= n_trials:
+                t.set_user_attr("fail_reason", SURPLUS)
+                study.tell(t, state=TrialState.FAIL)
+            else:
+                keep.append(t)
+        return keep
 
     @contextmanager
     def _heartbeat(self, study, trials):
