@@ -69,13 +69,18 @@ def open_storage(url: str, *, heartbeat_s: int, grace_s: int, max_retry: int):
     raise UserError(f"hydra.sweeper.storage={masked(url)}: cannot open ({error})")
 
 
-def load_trial(sweeper_cfg, study_name: str, trial_id: int, pruner) -> optuna.trial.Trial:
-    """The running trial a sweeper handed to this job, to report to and ask about pruning."""
-    storage = open_storage(
+def sweeper_storage(sweeper_cfg):
+    """The storage that a config's hydra.sweeper section names, with its heartbeat settings."""
+    return open_storage(
         sweeper_cfg.storage,
         heartbeat_s=sweeper_cfg.heartbeat_s,
         grace_s=sweeper_cfg.grace_s,
         max_retry=sweeper_cfg.max_retry,
     )
+
+
+def load_trial(sweeper_cfg, study_name: str, trial_id: int, pruner) -> optuna.trial.Trial:
+    """The running trial a sweeper handed to this job, to report to and ask about pruning."""
+    storage = sweeper_storage(sweeper_cfg)
     study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
     return optuna.trial.Trial(study, trial_id)
