@@ -48,16 +48,14 @@ def run(cfg: DictConfig) -> float | list[float]:
 
 def trial_callbacks(cfg: DictConfig, hc) -> list:
     """In a sweep job: report the objective to the trial each epoch, for the pruner."""
-    if "trial" not in cfg or not isinstance(cfg.objective, str):
-        return []  # a plain run, or a multi-objective study (Optuna prunes single objectives)
-    from hydra.utils import instantiate
-
+    if "trial" not in cfg:  # a plain run
+        return []
     from cifar_sweep.pruning import ReportToTrial
-    from cifar_sweep.study import load_trial
+    from cifar_sweep.study import job_trial, objective_names
 
-    pruner = instantiate(hc.sweeper.pruner, _execution_whitelist_=["optuna.pruners.*"])
-    trial = load_trial(hc.sweeper, cfg.trial.study, cfg.trial.id, pruner)
-    return [ReportToTrial(trial, monitor=cfg.objective)]
+    if len(objective_names(cfg.objective)) > 1:  # Optuna prunes single-objective studies only
+        return []
+    return [ReportToTrial(job_trial(cfg, hc.sweeper), monitor=cfg.objective)]
 
 
 def main() -> None:

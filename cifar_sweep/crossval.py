@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from cifar_sweep.train import train
 
@@ -12,10 +12,8 @@ def cross_validate(cfg: DictConfig, out_dir: Path, callbacks: list | None = None
     A pruner sees the first fold only (its epochs are the trial's steps)."""
     runs = []
     for fold in range(cfg.dataset.folds):
-        fold_cfg = cfg.copy()
-        with open_dict(fold_cfg):
-            fold_cfg.dataset.fold = fold
-        runs.append(train(fold_cfg, out_dir / f"fold{fold}", callbacks if fold == 0 else None))
+        fold_callbacks = callbacks if fold == 0 else None
+        runs.append(train(cfg, out_dir / f"fold{fold}", fold_callbacks, fold=fold))
     keys = set.intersection(*(set(r) for r in runs))
     mean = {k: sum(r[k] for r in runs) / len(runs) for k in sorted(keys)}
     mean["cv/folds"] = len(runs)

@@ -64,9 +64,9 @@ class DeviceBatches:
 class ImageDataModule(L.LightningDataModule):
     """Train / validation / test splits of `dataset`, split once with `dataset.split_seed`."""
 
-    def __init__(self, cfg, *, seed: int, channels_last: bool):
+    def __init__(self, cfg, *, seed: int, channels_last: bool, fold: int | None = None):
         super().__init__()
-        self.cfg, self.seed, self.channels_last = cfg, seed, channels_last
+        self.cfg, self.seed, self.channels_last, self.fold = cfg, seed, channels_last, fold
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self.classes: list[str] = []
         self._on_device: dict[str, tuple[Tensor, Tensor]] = {}
@@ -83,10 +83,10 @@ class ImageDataModule(L.LightningDataModule):
             )
         g = torch.Generator().manual_seed(self.cfg.split_seed)
         order = torch.randperm(n, generator=g)
-        if self.cfg.get("folds"):  # k-fold: validate on the fold-th of k equal parts
+        if self.fold is not None:  # k-fold: validate on the fold-th of k equal parts
             size = n // self.cfg.folds
-            val = order[self.cfg.fold * size : (self.cfg.fold + 1) * size]
-            train = torch.cat([order[: self.cfg.fold * size], order[(self.cfg.fold + 1) * size :]])
+            val = order[self.fold * size : (self.fold + 1) * size]
+            train = torch.cat([order[: self.fold * size], order[(self.fold + 1) * size :]])
         else:
             val, train = order[: self.cfg.val_size], order[self.cfg.val_size :]
         self.splits = {

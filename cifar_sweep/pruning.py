@@ -1,3 +1,7 @@
+"""A Lightning callback that reports the objective to the job's Optuna trial, for pruning."""
+
+import warnings
+
 import lightning as L
 import optuna
 
@@ -12,9 +16,19 @@ class ReportToTrial(L.Callback):
     def __init__(self, trial: optuna.trial.Trial, monitor: str):
         self.trial, self.monitor = trial, monitor
         self.pruned_epoch: int | None = None
+        self._warned = False
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+        if trainer.sanity_checking:
+            return
+        if self.monitor not in trainer.callback_metrics:
+            if not self._warned:  # as optuna-integration does: the pruner sees nothing
+                warnings.warn(
+                    f"objective={self.monitor!r} is not logged after validation, so this trial "
+                    f"cannot be pruned; logged: {sorted(trainer.callback_metrics)}",
+                    stacklevel=1,
+                )
+                self._warned = True
             return
         epoch = trainer.current_epoch
         self.trial.report(float(trainer.callback_metrics[self.monitor]), step=epoch)

@@ -19,6 +19,8 @@ from omegaconf import OmegaConf  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 from optuna.visualization import matplotlib as plots  # noqa: E402
 
+from cifar_sweep.study import objective_names  # noqa: E402
+
 log = logging.getLogger(__name__)
 SINGLE = {
     "optimization_history": plots.plot_optimization_history,
@@ -75,13 +77,12 @@ def results(study: optuna.Study) -> dict:
 
 def write(study: optuna.Study, out_dir) -> list[Path]:
     """Print the table; write optimization_results.yaml, trials.csv and plots/*.png to out_dir."""
-    objective = study.user_attrs.get("objective")  # the metric names, set by the sweeper
+    names = objective_names(study.user_attrs.get("objective", []))  # set by the sweeper
     out = Path(out_dir)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     print(table(study), flush=True)
     OmegaConf.save(OmegaConf.create(results(study)), out / "optimization_results.yaml")
     study.trials_dataframe().to_csv(out / "trials.csv", index=False)
-    names = [objective] if isinstance(objective, str) else list(objective or [])
     if len(study.directions) > 1:
         todo = {"pareto_front": lambda s: plots.plot_pareto_front(s, target_names=names or None)}
     else:

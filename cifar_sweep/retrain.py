@@ -18,16 +18,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
+from cifar_sweep import study as contract
 from cifar_sweep.__main__ import CONF
 from cifar_sweep.errors import UserError, exit_with
-from cifar_sweep.study import sweeper_storage
 
 log = logging.getLogger("cifar_sweep.retrain")
 
 
 def find_study(sweeper, name: str | None, prefix: str) -> optuna.Study:
     """The named study, or the newest one whose name starts with `<name>-`."""
-    storage = sweeper_storage(sweeper)
+    storage = contract.storage(sweeper)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
     matches = [s for s in summaries if (s.study_name == name if name else
                                         s.study_name.startswith(f"{prefix}-"))]  # fmt: skip

@@ -1,4 +1,9 @@
-"""Opening a study's storage the same way in the sweeper and in its jobs."""
+"""The contract between the sweeper and its jobs: trial keys, failure reasons, storage, pruner.
+
+The sweeper hands each job its trial as `+trial.{study,id,number}` overrides; the job reopens
+the study from the storage that `hydra.sweeper` names, with the same pruner, and reports to the
+trial. Everything both sides must agree on lives here.
+"""
 
 import random
 import time
@@ -6,11 +11,33 @@ import warnings
 from pathlib import Path
 
 import optuna
+from omegaconf import DictConfig
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from cifar_sweep.errors import UserError
+from cifar_sweep.targets import build
+
+FAIL_REASON = "fail_reason"  # user attribute: why a trial is FAIL, in one line
+
+
+def objective_names(objective) -> list[str]:
+    """`objective` (one metric name, or a list for a multi-objective study) as a list."""
+    return [objective] if isinstance(objective, str) else list(objective)
+
+
+def trial_overrides(study_name: str, trial: optuna.trial.Trial) -> list[str]:
+    """What the sweeper adds to a job's overrides so the job can find its trial."""
+    return [f"+trial.study={study_name}", f"+trial.id={trial._trial_id}",
+            f"+trial.number={trial.number}"]  # fmt: skip
+
+
+def fail(study: optuna.Study, trial: optuna.trial.Trial, reason: str) -> None:
+    """Tell the study that `trial` failed, with its reason."""
+    trial.set_user_attr(FAIL_REASON, reason)
+    study.tell(trial, state=TrialState.FAIL)
 
 
 def masked(url: str) -> str:
@@ -69,18 +96,24 @@ def open_storage(url: str, *, heartbeat_s: int, grace_s: int, max_retry: int):
     raise UserError(f"hydra.sweeper.storage={masked(url)}: cannot open ({error})")
 
 
-def sweeper_storage(sweeper_cfg):
-    """The storage that a config's hydra.sweeper section names, with its heartbeat settings."""
-    return open_storage(
-        sweeper_cfg.storage,
-        heartbeat_s=sweeper_cfg.heartbeat_s,
-        grace_s=sweeper_cfg.grace_s,
-        max_retry=sweeper_cfg.max_retry,
-    )
+def storage(sweeper: DictConfig):
+    """The storage that a config's `hydra.sweeper` section names, with its heartbeat settings."""
+    return open_storage(sweeper.storage, heartbeat_s=sweeper.heartbeat_s,
+                        grace_s=sweeper.grace_s, max_retry=sweeper.max_retry)  # fmt: skip
 
 
-def load_trial(sweeper_cfg, study_name: str, trial_id: int, pruner) -> optuna.trial.Trial:
-    """The running trial a sweeper handed to this job, to report to and ask about pruning."""
-    storage = sweeper_storage(sweeper_cfg)
-    study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
-    return optuna.trial.Trial(study, trial_id)
+def pruner(sweeper: DictConfig) -> optuna.pruners.BasePruner:
+    """The pruner that `hydra.sweeper.pruner` configures (Optuna's default when none is)."""
+    return build(sweeper.pruner) if sweeper.pruner else optuna.pruners.MedianPruner()
+
+
+def load_study(sweeper: DictConfig, name: str) -> optuna.Study:
+    """A study of the `hydra.sweeper` storage, with that section's pruner."""
+    return optuna.load_study(study_name=name, storage=storage(sweeper), pruner=pruner(sweeper))
+
+
+def job_trial(cfg: DictConfig, sweeper: DictConfig) -> optuna.trial.Trial | None:
+    """In a sweep job: the running trial the sweeper handed it; None in a plain run."""
+    if "trial" not in cfg:
+        return None
+    return optuna.trial.Trial(load_study(sweeper, cfg.trial.study), cfg.trial.id)

@@ -1,5 +1,6 @@
 """train(cfg) -> metrics: one training run, kept apart from Hydra so tests and sweepers call it."""
 
+import inspect
 import json
 import logging
 import math
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -21,14 +21,12 @@ from cifar_sweep.checks import check
 from cifar_sweep.data import ImageDataModule
 from cifar_sweep.errors import UserError
 from cifar_sweep.module import Classifier
+from cifar_sweep.targets import build
 
 log = logging.getLogger(__name__)
-TRUSTED_TARGETS = ["torch.*", "cifar_sweep.*"]  # what a config's _target_ may name
-
-
-def build(node: DictConfig, **kwargs):
-    """hydra.utils.instantiate, limited to torch and our own classes."""
-    return instantiate(node, _execution_whitelist_=TRUSTED_TARGETS, **kwargs)
+# trainer.* keys the runner reads itself; every other trainer.* key is a Lightning Trainer argument
+RUNNER_KEYS = {"channels_last", "compile", "label_smoothing", "early_stopping", "progress_bar"}
+SET_BY_RUNNER = {"default_root_dir", "logger", "callbacks", "enable_progress_bar"}
 
 
 def quiet_lightning() -> None:
@@ -49,9 +47,23 @@ class OneProgressBar(TQDMProgressBar):
         return Tqdm(disable=True)
 
 
+def trainer_args(t: DictConfig) -> dict:
+    """The trainer.* keys that are Lightning Trainer arguments; any other key is refused."""
+    args = {k: v for k, v in t.items() if k not in RUNNER_KEYS}
+    accepted = set(inspect.signature(L.Trainer.__init__).parameters) - SET_BY_RUNNER - {"self"}
+    for key in args:
+        if key not in accepted:
+            hint = (
+                "set by the runner" if key in SET_BY_RUNNER else "not a Lightning Trainer argument"
+            )
+            raise UserError(f"trainer.{key}: {hint} (runner keys: {sorted(RUNNER_KEYS)})")
+    return args
+
+
 def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list) -> L.Trainer:
+    """A Lightning Trainer from trainer.*, with our checkpoint, early stopping and logger."""
     t = cfg.trainer
-    # val_size=0 (and no folds): train on train+validation, keep the last epoch
+    # val_size=0 (and no folds): train on train+validation, keep the last epoch, validate never
     validates = cfg.dataset.val_size > 0 or bool(cfg.dataset.get("folds"))
     checkpoint = (
         ModelCheckpoint(dirpath=out_dir / "checkpoints", monitor="val/acc", mode="max")
@@ -61,36 +73,38 @@ def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list) -> L.Trainer:
     callbacks = [checkpoint, *callbacks, *([OneProgressBar()] if t.progress_bar else [])]
     if validates and t.early_stopping.patience is not None:
         callbacks.append(EarlyStopping(**t.early_stopping))
+    args = trainer_args(t)
+    if not validates:
+        args["limit_val_batches"] = 0
     return L.Trainer(
+        **args,
         default_root_dir=out_dir,
-        max_epochs=t.max_epochs,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        precision=t.precision,
-        deterministic=t.deterministic,
-        gradient_clip_val=t.gradient_clip_val,
-        limit_train_batches=t.limit_train_batches,
-        limit_val_batches=t.limit_val_batches,
         logger=TensorBoardLogger(out_dir, name="tb", version="", default_hp_metric=False),
         callbacks=callbacks,
         enable_progress_bar=t.progress_bar,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,  # a pruner must see epoch 0 first; sanity checks only cost time
-        log_every_n_steps=10,
     )
 
 
 def train(
-    cfg: DictConfig, out_dir: Path, callbacks: list | None = None, *, evaluate: bool = False
+    cfg: DictConfig,
+    out_dir: Path,
+    callbacks: list | None = None,
+    *,
+    evaluate: bool = False,
+    fold: int | None = None,
 ) -> dict[str, float]:
     """Train, test the best checkpoint, write metrics.json (and with `evaluate`, the evaluation
-    report: per-class metrics, AUC, confusion matrix); return the metrics."""
+    report: per-class metrics, AUC, confusion matrix); return the metrics. `fold`: validate on
+    that fold of `dataset.folds` (cross-validation)."""
     t_start = time.perf_counter()
     check(cfg)
     quiet_lightning()
     L.seed_everything(cfg.seed, verbose=False)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = ImageDataModule(cfg.dataset, seed=cfg.seed, channels_last=cfg.trainer.channels_last)
+    trainer = build_trainer(cfg, out_dir, callbacks or [])  # refuses unknown keys before the data
+    data = ImageDataModule(
+        cfg.dataset, seed=cfg.seed, channels_last=cfg.trainer.channels_last, fold=fold
+    )
     data.setup()
     model = build(cfg.model, num_classes=data.num_classes, in_channels=data.channels)
     params, flop_count = flops.count(model, data.image_shape)
@@ -105,7 +119,6 @@ def train(
         num_classes=data.num_classes,
         label_smoothing=cfg.trainer.label_smoothing,
     )
-    trainer = build_trainer(cfg, out_dir, callbacks or [])
     hparams = OmegaConf.to_container(cfg, resolve=True)
     hparams.pop("hydra", None)
     trainer.logger.log_hyperparams(hparams, {"val/acc_best": 0.0, "test/acc": 0.0})

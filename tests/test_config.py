@@ -7,7 +7,7 @@ import torch
 from conftest import ROOT, compose_cfg
 
 from cifar_sweep.module import Classifier
-from cifar_sweep.train import build
+from cifar_sweep.targets import build
 
 
 def options(group: str) -> list[str]:
@@ -78,11 +78,33 @@ def test_dataset_options_compose(option, tmp_path: Path):
     assert cfg.dataset.val_size >= 0 and cfg.dataset.batch_size > 0
 
 
-@pytest.mark.parametrize("option", options("trainer"))
-def test_trainer_options_build(option, tmp_path: Path):
+def test_trainer_keys_are_lightning_trainer_arguments(tmp_path: Path):
     from cifar_sweep.train import build_trainer
 
-    cfg = compose_cfg(f"trainer={option}", "trainer.early_stopping.patience=2")
+    cfg = compose_cfg("+trainer.max_steps=3", "+trainer.check_val_every_n_epoch=2",
+                      "trainer.early_stopping.patience=2")  # fmt: skip
     trainer = build_trainer(cfg, tmp_path, [])
-    assert trainer.max_epochs == cfg.trainer.max_epochs
+    assert trainer.max_steps == 3 and trainer.check_val_every_n_epoch == 2  # any Trainer argument
+    assert trainer.max_epochs == cfg.trainer.max_epochs and trainer.num_sanity_val_steps == 0
     assert any(type(c).__name__ == "EarlyStopping" for c in trainer.callbacks)
+
+
+def test_fast_dev_run_trains_one_batch(tmp_path: Path):
+    from cifar_sweep.train import train
+
+    metrics = train(compose_cfg("+trainer.fast_dev_run=true", tmp_path=tmp_path), tmp_path / "r")
+    assert metrics["time/images_per_s"] * metrics["time/epoch_s"] == pytest.approx(32)  # 1 batch
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("+trainer.fast_dev_rnu=true", "trainer.fast_dev_rnu: not a Lightning Trainer argument"),
+     ("+trainer.logger=false", "trainer.logger: set by the runner")],
+)  # fmt: skip
+def test_unknown_trainer_key_is_refused_naming_it(override: str, message: str, tmp_path: Path):
+    from cifar_sweep.errors import UserError
+    from cifar_sweep.train import train
+
+    with pytest.raises(UserError, match=message):
+        train(compose_cfg(override, tmp_path=tmp_path), tmp_path / "run")
+    assert not (tmp_path / "cache").exists()  # refused before the data was read

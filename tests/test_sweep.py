@@ -315,14 +315,44 @@ def test_postgres_storage_with_the_password_from_the_environment(postgres, tmp_p
 
 
 def test_a_trial_asked_past_n_trials_steps_back_without_counting_as_a_failure():
-    from hydra_plugins.cifar_sweep_optuna.sweeper import SURPLUS, CifarOptunaSweeper
+    from hydra_plugins.cifar_sweep_optuna._loop import SURPLUS, drop_surplus, states
 
     s = optuna.create_study()
     for _ in range(4):
         s.tell(s.ask(), 1.0)
     first, second = s.ask(), s.ask()  # two workers asked at the same moment for the 5th trial
-    kept = CifarOptunaSweeper._drop_surplus(s, [first, second], n_trials=5)
+    kept = drop_surplus(s, [first, second], n_trials=5)
     assert kept == [first]
     assert s.trials[second.number].state == TrialState.FAIL
     assert s.trials[second.number].user_attrs["fail_reason"] == SURPLUS
-    assert CifarOptunaSweeper._states(s)[TrialState.FAIL] == 0  # not charged to the budget
+    assert states(s)[TrialState.FAIL] == 0  # not charged to the budget
+
+
+def test_a_worker_whose_trial_overshoots_n_trials_runs_nothing_and_stops():
+    """Force the race: another worker asks for the last trial between this worker's count and
+    its own ask; this worker's trial (the higher number) steps back and is never launched."""
+    from hydra_plugins.cifar_sweep_optuna._loop import SURPLUS, WorkerLoop
+
+    study = optuna.create_study(direction="maximize")
+    for _ in range(4):
+        study.tell(study.ask(), 0.5)
+    create = study._storage.create_new_trial
+    others = []
+
+    def another_worker_asks_first(study_id, template_trial=None):
+        if not others:
+            others.append(create(study_id))  # left RUNNING in the other worker
+        return create(study_id, template_trial)
+
+    study._storage.create_new_trial = another_worker_asks_first
+    launched = []
+    loop = WorkerLoop(
+        study=study, n_trials=5, n_jobs=1, grid=False, failure_budget=1,
+        launch=lambda jobs, initial_job_idx: launched.append(jobs),
+        overrides=lambda trials: [[f"x={t.suggest_float('x', 0, 1)}"] for t in trials],
+        names=["val/acc_best"], heartbeat_s=60,
+    )  # fmt: skip
+    loop.run()
+    assert launched == []
+    assert [t.state for t in study.trials[4:]] == [TrialState.RUNNING, TrialState.FAIL]
+    assert study.trials[5].user_attrs["fail_reason"] == SURPLUS

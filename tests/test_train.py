@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import compose_cfg
+from omegaconf import OmegaConf
 
 from cifar_sweep import sources
 from cifar_sweep.errors import UserError
@@ -81,9 +82,20 @@ def test_k_fold_objective_is_the_mean_over_folds(tmp_path: Path):
     from cifar_sweep.crossval import cross_validate
 
     cfg = compose_cfg("dataset.folds=3", "trainer.max_epochs=1", tmp_path=tmp_path)
+    before = OmegaConf.to_yaml(cfg)
     metrics = cross_validate(cfg, tmp_path / "cv")
+    assert OmegaConf.to_yaml(cfg) == before  # the caller's config is untouched
     folds = [json.loads((tmp_path / "cv" / f"fold{i}" / "metrics.json").read_text())
              for i in range(3)]  # fmt: skip
     assert metrics["cv/folds"] == 3
     assert metrics["val/acc_best"] == pytest.approx(sum(f["val/acc_best"] for f in folds) / 3)
     assert json.loads((tmp_path / "cv" / "metrics.json").read_text()) == metrics
+
+
+def test_training_on_train_and_validation_runs_no_validation(tmp_path: Path, recwarn):
+    """A retrain on train+validation (val_size=0) keeps the last epoch and validates nothing."""
+    metrics = train(compose_cfg("dataset.val_size=0", tmp_path=tmp_path), tmp_path / "run")
+    assert "test/acc" in metrics and not any(k.startswith("val/") for k in metrics)
+    assert not [w for w in recwarn if "Total length" in str(w.message)], [
+        str(w.message) for w in recwarn
+    ]

@@ -1,0 +1,138 @@
+"""hydra-optuna-sweeper's sweeper, with its study set-up and sweep loop replaced.
+
+What changes (each a measured problem of the stock sweeper): jobs get their trial, so pruners work
+and `optuna.TrialPruned` is recorded PRUNED; NaN, exceptions and out-of-memory are FAIL with a
+reason, within a failure budget; `n_trials` counts the study's finished trials, so a rerun or a
+second worker continues the same study; job folders are trial numbers; trials left RUNNING by a
+killed process are failed and retried (heartbeats); a report is written at the end.
+Search-space parsing, the custom search space and trial configuration are the library's.
+"""
+
+import hashlib
+import json
+import logging
+import math
+
+import optuna
+from hydra_plugins.hydra_optuna_sweeper._impl import (
+    OptunaSweeperImpl,
+    create_params_from_overrides,
+)
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from cifar_sweep import report, study
+from cifar_sweep.errors import UserError, exit_with
+from cifar_sweep.targets import build
+from hydra_plugins.cifar_sweep_optuna._loop import FINISHED, WorkerLoop
+
+log = logging.getLogger(__name__)
+
+
+def _is_discrete(dist) -> bool:
+    return isinstance(dist, CategoricalDistribution | IntDistribution) or (
+        isinstance(dist, FloatDistribution) and dist.step is not None
+    )
+
+
+class CifarOptunaSweeperImpl(OptunaSweeperImpl):
+    def __init__(self, *, sampler, pruner, direction, storage, study_name, n_trials, n_jobs,
+                 max_failure_rate, params, custom_search_space, heartbeat_s, grace_s, max_retry,
+                 per_layer=None):  # fmt: skip
+        super().__init__(None, direction, storage, study_name, n_trials, n_jobs, max_failure_rate,
+                         custom_search_space, params)  # fmt: skip
+        self.sampler_cfg = sampler
+        self.heartbeat = {"heartbeat_s": heartbeat_s, "grace_s": grace_s, "max_retry": max_retry}
+
+    def sweep(self, arguments: list[str]) -> None:
+        try:
+            self._sweep(arguments)
+        except UserError as e:
+            exit_with(e, log)
+
+    def _sweep(self, arguments: list[str]) -> None:
+        raw = OmegaConf.to_container(self.config.hydra.sweeper, resolve=False)
+        study.refuse_literal_password(raw.get("storage"))
+        if not self.storage:
+            raise UserError("hydra.sweeper.storage is empty: a sweep needs a study storage")
+        space, fixed, fixed_overrides, from_cli = self._space(arguments)
+        sampler, grid_size = self._sampler(space, from_cli, arguments)
+        n_trials = grid_size or self.n_trials
+        directions = self._get_directions()
+        the_study = optuna.create_study(
+            study_name=self._study_name(space, fixed, fixed_overrides, directions, sampler),
+            storage=study.open_storage(self.storage, **self.heartbeat),
+            sampler=sampler,
+            pruner=study.pruner(self.config.hydra.sweeper),
+            directions=directions,
+            load_if_exists=True,
+        )
+        log.info(
+            "study %s in %s: %s, %s, %d trials wanted, %d finished already",
+            the_study.study_name, study.masked(self.storage), type(sampler).__name__,
+            type(the_study.pruner).__name__, n_trials, len(the_study.get_trials(states=FINISHED)),
+        )  # fmt: skip
+        names = study.objective_names(self.config.objective)
+        the_study.set_user_attr("objective", names)  # names the values in later reports
+        loop = WorkerLoop(
+            study=the_study,
+            n_trials=n_trials,
+            n_jobs=self.n_jobs,
+            grid=bool(grid_size),
+            failure_budget=self.max_failure_rate * n_trials,
+            launch=self.launcher.launch,
+            overrides=lambda trials: self._configure_trials(trials, space, fixed, fixed_overrides),
+            names=names,
+            heartbeat_s=self.heartbeat["heartbeat_s"],
+        )
+        try:
+            loop.run()
+        finally:
+            report.write(the_study, self.config.hydra.sweep.dir)
+
+    def _space(self, arguments: list[str]):
+        """Sweep values on the command line replace the YAML space; plain values stay fixed."""
+        cli_space, cli_fixed, cli_fixed_overrides = create_params_from_overrides(arguments)
+        if cli_space:
+            self.custom_search_space_extender = None
+            space, fixed, fixed_overrides = cli_space, cli_fixed, cli_fixed_overrides
+        else:
+            space, fixed, fixed_overrides = create_params_from_overrides(
+                self._parse_sweeper_params_config() + arguments
+            )
+        for name in fixed:
+            space.pop(name, None)
+        if not space and not self.custom_search_space_extender:
+            raise UserError(
+                "no search space: set hydra.sweeper.params (search_space=...) or give sweep "
+                "values on the command line, e.g. 'optimizer.lr=tag(log, interval(1e-4, 1e-1))'"
+            )
+        return space, fixed, fixed_overrides, bool(cli_space)
+
+    def _sampler(self, space: dict, from_cli: bool, arguments: list[str]):
+        """The configured sampler; a grid when asked for, or when a command-line space is finite."""
+        target = (self.sampler_cfg or {}).get("_target_", "")
+        chose_sampler = any(a.lstrip("+").split("=")[0] == "sweeper" for a in arguments)
+        auto_grid = from_cli and not chose_sampler and all(map(_is_discrete, space.values()))
+        if not (target.endswith("GridSampler") or auto_grid):
+            return build(self.sampler_cfg), None
+        if self.custom_search_space_extender or not all(map(_is_discrete, space.values())):
+            raise UserError("sweeper=grid needs a search space of finite lists only")
+        grid = {name: self._to_grid_sampler_choices(d) for name, d in space.items()}
+        seed = (self.sampler_cfg or {}).get("seed")
+        return optuna.samplers.GridSampler(grid, seed=seed), math.prod(map(len, grid.values()))
+
+    def _study_name(self, space, fixed, fixed_overrides, directions, sampler) -> str:
+        """<name>-<hash>: the same command (space, fixed values, sampler) finds its study again."""
+        if self.study_name:
+            return self.study_name
+        raw = OmegaConf.to_container(self.config.hydra.sweeper, resolve=True)
+        key = {
+            "space": {k: repr(v) for k, v in sorted(space.items())},
+            "fixed": sorted(f"{k}={v}" for k, v in fixed.items()) + sorted(fixed_overrides),
+            "directions": directions,
+            "sampler": type(sampler).__name__,
+            "custom": [raw.get("custom_search_space"), raw.get("per_layer")],
+        }
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+        return f"{self.config.get('name', 'study')}-{digest[:8]}"
