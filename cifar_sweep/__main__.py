@@ -27,35 +27,61 @@ def run(cfg: DictConfig) -> float | list[float]:
     try:
         check(cfg)  # before the slow imports: a bad value fails in a second
         # imported here so Lightning's loggers attach after Hydra has configured logging
-        from cifar_sweep.train import objective, train
+        from cifar_sweep.train import objective
 
-        callbacks = trial_callbacks(cfg, hc)
+        trial = sweep_trial(cfg, hc)
+        callbacks = pruning_callbacks(cfg, trial)
         single = hc.mode == RunMode.RUN  # a final run gets the evaluation report; trials do not
-        if cfg.dataset.get("folds"):
-            from cifar_sweep.crossval import cross_validate
-
-            metrics = cross_validate(cfg, Path(hc.runtime.output_dir), callbacks)
-        else:
-            metrics = train(cfg, Path(hc.runtime.output_dir), callbacks, evaluate=single)
+        metrics = fit(cfg, Path(hc.runtime.output_dir), callbacks, evaluate=single)
         for callback in callbacks:
             callback.raise_if_pruned()
-        return objective(metrics, cfg.objective)
+        value = objective(metrics, cfg.objective)
+        if trial is not None and cfg.repeats > 1:
+            from cifar_sweep.repeats import seeds
+            from cifar_sweep.study import objective_names
+
+            std = [metrics[f"{name}_std"] for name in objective_names(cfg.objective)]
+            trial.set_user_attr("seeds", seeds(cfg))
+            trial.set_user_attr("objective_std", std[0] if len(std) == 1 else std)
+        return value
     except UserError as e:
         if hc.mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failed trial with this reason and goes on
         exit_with(e, log)
 
 
-def trial_callbacks(cfg: DictConfig, hc) -> list:
-    """In a sweep job: report the objective to the trial each epoch, for the pruner."""
-    if "trial" not in cfg:  # a plain run
+def fit(cfg: DictConfig, out_dir: Path, callbacks: list, *, evaluate: bool) -> dict:
+    """One training run, or one per seed (`repeats`), or one per fold (`dataset.folds`)."""
+    from cifar_sweep.crossval import cross_validate
+    from cifar_sweep.repeats import repeat
+    from cifar_sweep.train import train
+
+    def once(run_cfg: DictConfig, run_dir: Path, run_callbacks: list) -> dict:
+        if run_cfg.dataset.get("folds"):
+            return cross_validate(run_cfg, run_dir, run_callbacks)
+        return train(run_cfg, run_dir, run_callbacks, evaluate=evaluate)
+
+    if cfg.repeats > 1:
+        return repeat(cfg, out_dir, callbacks, once)
+    return once(cfg, out_dir, callbacks)
+
+
+def sweep_trial(cfg: DictConfig, hc):
+    """In a sweep job: the trial the sweeper handed this job; None in a plain run."""
+    if "trial" not in cfg:
+        return None
+    from cifar_sweep.study import job_trial
+
+    return job_trial(cfg, hc.sweeper)
+
+
+def pruning_callbacks(cfg: DictConfig, trial) -> list:
+    """Report the objective to the trial each epoch, for the pruner (single objectives only)."""
+    if trial is None or not isinstance(cfg.objective, str):
         return []
     from cifar_sweep.pruning import ReportToTrial
-    from cifar_sweep.study import job_trial, objective_names
 
-    if len(objective_names(cfg.objective)) > 1:  # Optuna prunes single-objective studies only
-        return []
-    return [ReportToTrial(job_trial(cfg, hc.sweeper), monitor=cfg.objective)]
+    return [ReportToTrial(trial, monitor=cfg.objective)]
 
 
 def main() -> None:

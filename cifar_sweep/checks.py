@@ -21,6 +21,13 @@ def check(cfg: DictConfig) -> None:
     folds = OmegaConf.select(cfg, "dataset.folds")
     if folds is not None and (not isinstance(folds, int) or folds < 2):
         raise UserError(f"dataset.folds={folds} must be null or an integer >= 2")
+    repeats = cfg.get("repeats", 1)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise UserError(f"repeats={repeats} must be an integer >= 1")
+    if repeats > 1 and folds:
+        raise UserError(
+            f"repeats={repeats} with dataset.folds={folds}: choose one (seeds or folds)"
+        )
     monitor = OmegaConf.select(cfg, "scheduler.monitor")
     if monitor and monitor.startswith("val/") and OmegaConf.select(cfg, "dataset.val_size") == 0:
         raise UserError(

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 from optuna.visualization import matplotlib as plots  # noqa: E402
 
+from cifar_sweep import timeline  # noqa: E402
 from cifar_sweep.study import objective_names  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ def results(study: optuna.Study) -> dict:
 
 
 def write(study: optuna.Study, out_dir) -> list[Path]:
-    """Print the table; write optimization_results.yaml, trials.csv and plots/*.png to out_dir."""
+    """Print the table; write optimization_results.yaml, trials.csv and plots/*.png (Optuna's,
+    and the workers' timeline) to out_dir."""
     names = objective_names(study.user_attrs.get("objective", []))  # set by the sweeper
     out = Path(out_dir)
     (out / "plots").mkdir(parents=True, exist_ok=True)
@@ -89,6 +91,7 @@ def write(study: optuna.Study, out_dir) -> list[Path]:
         target = names[0] if names else "Objective Value"
         todo = {name: partial(f, target_name=target) for name, f in SINGLE.items()}
         todo["intermediate_values"] = plots.plot_intermediate_values
+    todo["timeline"] = timeline.plot
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # "unique value length" chatter
     try:

@@ -21,6 +21,8 @@ from cifar_sweep.errors import UserError
 from cifar_sweep.targets import build
 
 FAIL_REASON = "fail_reason"  # user attribute: why a trial is FAIL, in one line
+WARM_START = "warm_start"  # user attribute of a trial copied from another study: "<study>#<n>"
+# Every trial also records its worker, host, pid and device (user attributes of those names).
 
 
 def objective_names(objective) -> list[str]:
@@ -30,8 +32,11 @@ def objective_names(objective) -> list[str]:
 
 def trial_overrides(study_name: str, trial: optuna.trial.Trial) -> list[str]:
     """What the sweeper adds to a job's overrides so the job can find its trial."""
-    return [f"+trial.study={study_name}", f"+trial.id={trial._trial_id}",
-            f"+trial.number={trial.number}"]  # fmt: skip
+    return [
+        f"+trial.study={study_name}",
+        f"+trial.id={trial._trial_id}",
+        f"+trial.number={trial.number}",
+    ]
 
 
 def fail(study: optuna.Study, trial: optuna.trial.Trial, reason: str) -> None:
@@ -96,10 +101,15 @@ def open_storage(url: str, *, heartbeat_s: int, grace_s: int, max_retry: int):
     raise UserError(f"hydra.sweeper.storage={masked(url)}: cannot open ({error})")
 
 
-def storage(sweeper: DictConfig):
-    """The storage that a config's `hydra.sweeper` section names, with its heartbeat settings."""
-    return open_storage(sweeper.storage, heartbeat_s=sweeper.heartbeat_s,
-                        grace_s=sweeper.grace_s, max_retry=sweeper.max_retry)  # fmt: skip
+def storage(sweeper: DictConfig, url: str | None = None):
+    """The storage that a config's `hydra.sweeper` section names (or `url`), with the section's
+    heartbeat settings."""
+    return open_storage(
+        url or sweeper.storage,
+        heartbeat_s=sweeper.heartbeat_s,
+        grace_s=sweeper.grace_s,
+        max_retry=sweeper.max_retry,
+    )
 
 
 def pruner(sweeper: DictConfig) -> optuna.pruners.BasePruner:

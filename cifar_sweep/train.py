@@ -19,13 +19,21 @@ from omegaconf import DictConfig, OmegaConf
 from cifar_sweep import evaluation, flops
 from cifar_sweep.checks import check
 from cifar_sweep.data import ImageDataModule
+from cifar_sweep.divergence import StopOnNonFinite
 from cifar_sweep.errors import UserError
 from cifar_sweep.module import Classifier
 from cifar_sweep.targets import build
 
 log = logging.getLogger(__name__)
 # trainer.* keys the runner reads itself; every other trainer.* key is a Lightning Trainer argument
-RUNNER_KEYS = {"channels_last", "compile", "label_smoothing", "early_stopping", "progress_bar"}
+RUNNER_KEYS = {
+    "channels_last",
+    "compile",
+    "label_smoothing",
+    "early_stopping",
+    "progress_bar",
+    "stop_on_nonfinite",
+}
 SET_BY_RUNNER = {"default_root_dir", "logger", "callbacks", "enable_progress_bar"}
 
 
@@ -73,6 +81,8 @@ def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list) -> L.Trainer:
     callbacks = [checkpoint, *callbacks, *([OneProgressBar()] if t.progress_bar else [])]
     if validates and t.early_stopping.patience is not None:
         callbacks.append(EarlyStopping(**t.early_stopping))
+    if t.stop_on_nonfinite:
+        callbacks.append(StopOnNonFinite())
     args = trainer_args(t)
     if not validates:
         args["limit_val_batches"] = 0

@@ -1,8 +1,10 @@
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
+import optuna
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -50,3 +52,55 @@ def jpeg_subset(tmp_path_factory) -> Path:
             if member.isfile() and (parts[0], int(parts[-1][:4])) in keep:
                 tar.extract(member, root, filter="data")
     return root
+
+
+# Sweeps through `python -m cifar_sweep -m`, each in its own sqlite study under tmp_path.
+
+
+def sweep_cmd(tmp_path: Path, *args: str, storage: str | None = None) -> list[str]:
+    storage = storage or f"sqlite:///{tmp_path / 'studies.db'}"
+    return [
+        sys.executable, "-m", "cifar_sweep", "-m", *tiny(["trainer.max_epochs=1", *args]),
+        f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+    ]  # fmt: skip
+
+
+def sweep(tmp_path: Path, *args: str, ok: bool = True, **kw) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        sweep_cmd(tmp_path, *args, **kw), cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    if ok:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def study(tmp_path: Path, storage: str | None = None) -> optuna.Study:
+    storage = storage or f"sqlite:///{tmp_path / 'studies.db'}"
+    [name] = optuna.get_all_study_names(storage)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def states(s: optuna.Study) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in s.trials:
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def distinct_params(trials: list) -> int:
+    return len({tuple(sorted(t.params.items())) for t in trials})
+
+
+def wait_for(tmp_path: Path, done: int, running: int = 1, timeout: float = 300) -> None:
+    """Until the study holds `done` complete trials and `running` running ones."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            got = states(study(tmp_path))
+        except (ValueError, KeyError, optuna.exceptions.StorageInternalError):
+            continue
+        if got.get("COMPLETE", 0) >= done and got.get("RUNNING", 0) == running:
+            return
+    raise AssertionError(f"the sweep never reached {running} running trial(s)")

@@ -2,57 +2,20 @@
 
 import json
 import os
+import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import optuna
 import pytest
-from conftest import ROOT, tiny
+from conftest import ROOT, distinct_params, states, study, sweep
 from optuna.trial import TrialState
 
 PLOTS = {"optimization_history", "param_importances", "parallel_coordinate", "slice", "contour",
-         "intermediate_values"}  # fmt: skip
-
-
-def sweep_cmd(tmp_path: Path, *args: str, storage: str | None = None) -> list[str]:
-    storage = storage or f"sqlite:///{tmp_path / 'studies.db'}"
-    return [
-        sys.executable, "-m", "cifar_sweep", "-m", *tiny(["trainer.max_epochs=1", *args]),
-        f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        f"dataset.cache_dir={tmp_path / 'cache'}",
-    ]  # fmt: skip
-
-
-def sweep(tmp_path: Path, *args: str, ok: bool = True, **kw) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        sweep_cmd(tmp_path, *args, **kw), cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
-    if ok:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def study(tmp_path: Path, storage: str | None = None) -> optuna.Study:
-    storage = storage or f"sqlite:///{tmp_path / 'studies.db'}"
-    [name] = optuna.get_all_study_names(storage)
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def states(s: optuna.Study) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for t in s.trials:
-        out[t.state.name] = out.get(t.state.name, 0) + 1
-    return out
-
-
-def distinct_params(trials: list) -> int:
-    return len({tuple(sorted(t.params.items())) for t in trials})
+         "intermediate_values", "timeline"}  # fmt: skip
 
 
 def test_default_sweep_is_tpe_over_lr_and_weight_decay_with_a_report(tmp_path: Path):
@@ -133,16 +96,20 @@ def test_hopeless_trials_are_pruned_early(tmp_path: Path):
     assert len([t for t in s.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == 6
 
 
-def test_nan_and_raising_trials_fail_with_a_reason_and_the_sweep_goes_on(tmp_path: Path):
+def test_diverged_and_raising_trials_fail_with_a_reason_and_the_sweep_goes_on(tmp_path: Path):
+    """lr=1e6 blows the loss up: FAIL "diverged", never COMPLETE nor best, though its accuracy is
+    a number (chance); lr=1e-7 merely fails to learn and stays COMPLETE."""
     sweep(
-        tmp_path, "objective=val/loss", "hydra.sweeper.direction=minimize",
-        "optimizer.lr=0.01,1e30", "model.norm=batch,bogus", "hydra.sweeper.max_failure_rate=0.9",
+        tmp_path, "optimizer.lr=0.05,1e6,1e-7", "model.norm=batch,bogus", "trainer.max_epochs=2",
+        "hydra.sweeper.max_failure_rate=0.9",
     )  # fmt: skip
     s = study(tmp_path)
-    assert states(s) == {"COMPLETE": 1, "FAIL": 3}
-    reasons = [t.user_attrs["fail_reason"] for t in s.trials if t.state == TrialState.FAIL]
-    assert sum("diverged" in r for r in reasons) == 1
-    assert sum("model.norm" in r for r in reasons) == 2
+    assert states(s) == {"COMPLETE": 2, "FAIL": 4}
+    failed = {(t.params["optimizer.lr"], t.params["model.norm"]): t.user_attrs["fail_reason"]
+              for t in s.trials if t.state == TrialState.FAIL}  # fmt: skip
+    assert re.fullmatch(r"diverged: train/loss=(nan|inf) at epoch 0", failed[(1e6, "batch")])
+    assert sum("model.norm" in r for r in failed.values()) == 3
+    assert s.best_trial.params["optimizer.lr"] == 0.05
 
 
 def test_too_many_failures_stop_the_sweep_with_a_message(tmp_path: Path):
@@ -151,88 +118,6 @@ def test_too_many_failures_stop_the_sweep_with_a_message(tmp_path: Path):
     )
     assert result.returncode != 0
     assert "max_failure_rate" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_killed_sweep_resumes_to_exactly_n_trials(tmp_path: Path):
-    args = ("hydra.sweeper.n_trials=4", "trainer.max_epochs=3", "hydra.sweeper.heartbeat_s=1",
-            "hydra.sweeper.grace_s=2", "sweeper=random")  # fmt: skip
-    proc = subprocess.Popen(sweep_cmd(tmp_path, *args), cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    wait_for(tmp_path, done=1)
-    time.sleep(1.0)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = study(tmp_path)
-    done = {t.number: t.params for t in before.trials if t.state == TrialState.COMPLETE}
-    [killed] = [t for t in before.trials if t.state == TrialState.RUNNING]
-    assert done
-    time.sleep(2.5)  # past the grace period
-    sweep(tmp_path, *args)
-    s = study(tmp_path)
-    finished = [t for t in s.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == 4
-    assert all(s.trials[n].state == TrialState.COMPLETE for n in done)  # nothing lost
-    assert s.trials[killed.number].state == TrialState.FAIL
-    retried = [t for t in s.trials if t.number > killed.number and t.params == killed.params]
-    assert retried, "the killed trial's parameters were not retried"
-    folders = {int(p.name) for p in (tmp_path / "sweep").glob("[0-9]*")}
-    assert {t.number for t in finished} <= folders  # one folder per trial, none overwritten
-
-
-def wait_for(tmp_path: Path, done: int, timeout: float = 300) -> None:
-    """Until the study holds `done` complete trials and one running trial."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        time.sleep(0.5)
-        try:
-            got = states(study(tmp_path))
-        except (ValueError, KeyError, optuna.exceptions.StorageInternalError):
-            continue
-        if got.get("COMPLETE", 0) >= done and got.get("RUNNING", 0) == 1:
-            return
-    raise AssertionError("the sweep never reached a running trial")
-
-
-def test_ctrl_c_keeps_finished_trials_and_queues_the_interrupted_one(tmp_path: Path):
-    args = ("hydra.sweeper.n_trials=3", "trainer.max_epochs=4", "sweeper=random")
-
-    def default_sigint() -> None:  # a shell's background job ignores SIGINT; a terminal does not
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-    proc = subprocess.Popen(sweep_cmd(tmp_path, *args), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, preexec_fn=default_sigint)  # fmt: skip
-    wait_for(tmp_path, done=1)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) != 0
-    s = study(tmp_path)
-    [stopped] = [t for t in s.trials if t.state == TrialState.FAIL]
-    assert stopped.user_attrs["fail_reason"] == "interrupted"
-    [queued] = [t for t in s.trials if t.state == TrialState.WAITING]
-    assert queued.system_attrs["fixed_params"] == stopped.params
-    sweep(tmp_path, *args)
-    s = study(tmp_path)
-    assert states(s) == {"COMPLETE": 3, "FAIL": 1}
-    rerun = s.trials[queued.number]  # the queued point ran first, with the same parameters
-    assert rerun.state == TrialState.COMPLETE and rerun.params == stopped.params
-
-
-def test_two_workers_share_one_study(tmp_path: Path):
-    cmd = sweep_cmd(tmp_path, "hydra.sweeper.n_trials=5", "sweeper=random")
-    procs = [
-        subprocess.Popen([*cmd, f"hydra.sweep.dir={tmp_path / f'sweep{i}'}"],
-                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for i in range(2)
-    ]  # fmt: skip
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
-    s = study(tmp_path)
-    complete = [t for t in s.trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 5
-    # a trial asked by both workers at the same moment steps back before it runs
-    assert all("not run" in t.user_attrs["fail_reason"] for t in s.trials if t not in complete)
-    assert distinct_params(complete) == 5  # the second worker does not replay the seeded trials
-    assert all("trial " in out for out in outputs)  # both workers ran trials
 
 
 def test_joblib_launcher_runs_trials_in_parallel_processes(tmp_path: Path):
@@ -312,47 +197,3 @@ def test_postgres_storage_with_the_password_from_the_environment(postgres, tmp_p
     assert states(s) == {"COMPLETE": 2} and all(t.intermediate_values for t in s.trials)
     written = [p for p in (tmp_path / "sweep").rglob("*") if p.is_file()]
     assert written and not any("sweep-secret" in p.read_text(errors="ignore") for p in written)
-
-
-def test_a_trial_asked_past_n_trials_steps_back_without_counting_as_a_failure():
-    from hydra_plugins.cifar_sweep_optuna._loop import SURPLUS, drop_surplus, states
-
-    s = optuna.create_study()
-    for _ in range(4):
-        s.tell(s.ask(), 1.0)
-    first, second = s.ask(), s.ask()  # two workers asked at the same moment for the 5th trial
-    kept = drop_surplus(s, [first, second], n_trials=5)
-    assert kept == [first]
-    assert s.trials[second.number].state == TrialState.FAIL
-    assert s.trials[second.number].user_attrs["fail_reason"] == SURPLUS
-    assert states(s)[TrialState.FAIL] == 0  # not charged to the budget
-
-
-def test_a_worker_whose_trial_overshoots_n_trials_runs_nothing_and_stops():
-    """Force the race: another worker asks for the last trial between this worker's count and
-    its own ask; this worker's trial (the higher number) steps back and is never launched."""
-    from hydra_plugins.cifar_sweep_optuna._loop import SURPLUS, WorkerLoop
-
-    study = optuna.create_study(direction="maximize")
-    for _ in range(4):
-        study.tell(study.ask(), 0.5)
-    create = study._storage.create_new_trial
-    others = []
-
-    def another_worker_asks_first(study_id, template_trial=None):
-        if not others:
-            others.append(create(study_id))  # left RUNNING in the other worker
-        return create(study_id, template_trial)
-
-    study._storage.create_new_trial = another_worker_asks_first
-    launched = []
-    loop = WorkerLoop(
-        study=study, n_trials=5, n_jobs=1, grid=False, failure_budget=1,
-        launch=lambda jobs, initial_job_idx: launched.append(jobs),
-        overrides=lambda trials: [[f"x={t.suggest_float('x', 0, 1)}"] for t in trials],
-        names=["val/acc_best"], heartbeat_s=60,
-    )  # fmt: skip
-    loop.run()
-    assert launched == []
-    assert [t.state for t in study.trials[4:]] == [TrialState.RUNNING, TrialState.FAIL]
-    assert study.trials[5].user_attrs["fail_reason"] == SURPLUS

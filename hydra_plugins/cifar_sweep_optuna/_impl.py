@@ -3,8 +3,10 @@
 What changes (each a measured problem of the stock sweeper): jobs get their trial, so pruners work
 and `optuna.TrialPruned` is recorded PRUNED; NaN, exceptions and out-of-memory are FAIL with a
 reason, within a failure budget; `n_trials` counts the study's finished trials, so a rerun or a
-second worker continues the same study; job folders are trial numbers; trials left RUNNING by a
-killed process are failed and retried (heartbeats); a report is written at the end.
+second worker continues the same study; `workers` starts asynchronous worker processes pinned to
+devices (_workers); trials of dead workers are failed and retried at once on this host, after
+heartbeats elsewhere (_recovery); known points and earlier studies seed the study (_queue);
+job folders are trial numbers; one report is written at the end.
 Search-space parsing, the custom search space and trial configuration are the library's.
 """
 
@@ -24,6 +26,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from cifar_sweep import report, study
 from cifar_sweep.errors import UserError, exit_with
 from cifar_sweep.targets import build
+from hydra_plugins.cifar_sweep_optuna import _queue, _workers
 from hydra_plugins.cifar_sweep_optuna._loop import FINISHED, WorkerLoop
 
 log = logging.getLogger(__name__)
@@ -36,13 +39,44 @@ def _is_discrete(dist) -> bool:
 
 
 class CifarOptunaSweeperImpl(OptunaSweeperImpl):
-    def __init__(self, *, sampler, pruner, direction, storage, study_name, n_trials, n_jobs,
-                 max_failure_rate, params, custom_search_space, heartbeat_s, grace_s, max_retry,
-                 per_layer=None):  # fmt: skip
-        super().__init__(None, direction, storage, study_name, n_trials, n_jobs, max_failure_rate,
-                         custom_search_space, params)  # fmt: skip
+    def __init__(
+        self,
+        *,
+        sampler,
+        pruner,
+        direction,
+        storage,
+        study_name,
+        n_trials,
+        n_jobs,
+        max_failure_rate,
+        params,
+        custom_search_space,
+        heartbeat_s,
+        grace_s,
+        max_retry,
+        workers,
+        devices,
+        worker,
+        enqueue,
+        warm_start,
+        per_layer=None,
+    ):
+        super().__init__(
+            None,
+            direction,
+            storage,
+            study_name,
+            n_trials,
+            n_jobs,
+            max_failure_rate,
+            custom_search_space,
+            params,
+        )
         self.sampler_cfg = sampler
         self.heartbeat = {"heartbeat_s": heartbeat_s, "grace_s": grace_s, "max_retry": max_retry}
+        self.workers, self.devices, self.worker = workers, devices, worker
+        self.queue = {"enqueue": enqueue, "warm_start": warm_start}
 
     def sweep(self, arguments: list[str]) -> None:
         try:
@@ -55,6 +89,8 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         study.refuse_literal_password(raw.get("storage"))
         if not self.storage:
             raise UserError("hydra.sweeper.storage is empty: a sweep needs a study storage")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise UserError(f"hydra.sweeper.workers={self.workers} must be an integer >= 1")
         space, fixed, fixed_overrides, from_cli = self._space(arguments)
         sampler, grid_size = self._sampler(space, from_cli, arguments)
         n_trials = grid_size or self.n_trials
@@ -69,26 +105,45 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         )
         log.info(
             "study %s in %s: %s, %s, %d trials wanted, %d finished already",
-            the_study.study_name, study.masked(self.storage), type(sampler).__name__,
-            type(the_study.pruner).__name__, n_trials, len(the_study.get_trials(states=FINISHED)),
-        )  # fmt: skip
+            the_study.study_name,
+            study.masked(self.storage),
+            type(sampler).__name__,
+            type(the_study.pruner).__name__,
+            n_trials,
+            len(the_study.get_trials(states=FINISHED)),
+        )
         names = study.objective_names(self.config.objective)
         the_study.set_user_attr("objective", names)  # names the values in later reports
-        loop = WorkerLoop(
-            study=the_study,
-            n_trials=n_trials,
-            n_jobs=self.n_jobs,
-            grid=bool(grid_size),
-            failure_budget=self.max_failure_rate * n_trials,
-            launch=self.launcher.launch,
-            overrides=lambda trials: self._configure_trials(trials, space, fixed, fixed_overrides),
-            names=names,
-            heartbeat_s=self.heartbeat["heartbeat_s"],
-        )
+        launching = self.worker is None  # not a worker started by another sweep process
+        if launching:
+            dists = _queue.distributions(space, self.custom_search_space_extender, self.config)
+            _queue.enqueue(the_study, self.queue["enqueue"], dists)
+            _queue.warm_start(the_study, self.queue["warm_start"], self.config.hydra.sweeper, dists)
         try:
+            if self.workers > 1:
+                _workers.run(self.config, self.workers, self.devices)
+                return
+            loop = WorkerLoop(
+                study=the_study,
+                n_trials=n_trials,
+                n_jobs=self.n_jobs,
+                grid=bool(grid_size),
+                failure_budget=self.max_failure_rate * n_trials,
+                launch=self.launcher.launch,
+                overrides=lambda trials: self._configure_trials(
+                    trials, space, fixed, fixed_overrides
+                ),
+                names=names,
+                heartbeat_s=self.heartbeat["heartbeat_s"],
+                max_retry=self.heartbeat["max_retry"],
+                worker=self.worker or 0,
+                device=_workers.pin(self.devices),
+                label="" if launching else f"worker {self.worker}: ",
+            )
             loop.run()
         finally:
-            report.write(the_study, self.config.hydra.sweep.dir)
+            if launching:  # the workers' launching process writes the one report
+                report.write(the_study, self.config.hydra.sweep.dir)
 
     def _space(self, arguments: list[str]):
         """Sweep values on the command line replace the YAML space; plain values stay fixed."""

@@ -12,24 +12,44 @@ from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
 from cifar_sweep.errors import UserError
-from cifar_sweep.study import FAIL_REASON, fail, trial_overrides
+from cifar_sweep.study import FAIL_REASON, WARM_START, fail, trial_overrides
+from hydra_plugins.cifar_sweep_optuna import _recovery
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SURPLUS = "not run: the study already had n_trials (another worker asked at the same moment)"
+INTERRUPTED = "interrupted"
+# failures that are not the trial's fault, so not charged to the failure budget
+NOT_CHARGED = {SURPLUS: "surplus", INTERRUPTED: "interrupted", _recovery.DIED: "died"}
 
 
 class WorkerLoop:
     """One sweep process's share of a study: batches of `n_jobs` trials until the study holds
     `n_trials` finished trials (counting every worker's), or the failure budget is spent."""
 
-    def __init__(self, *, study: optuna.Study, n_trials: int, n_jobs: int, grid: bool,
-                 failure_budget: float, launch: Callable, overrides: Callable,
-                 names: list[str], heartbeat_s: int):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        study: optuna.Study,
+        n_trials: int,
+        n_jobs: int,
+        grid: bool,
+        failure_budget: float,
+        launch: Callable,
+        overrides: Callable,
+        names: list[str],
+        heartbeat_s: int,
+        max_retry: int,
+        worker: int = 0,
+        device: str = "auto",
+        label: str = "",
+    ):
         self.study, self.n_trials, self.n_jobs, self.grid = study, n_trials, n_jobs, grid
         self.failure_budget, self.names, self.heartbeat_s = failure_budget, names, heartbeat_s
         self.launch = launch  # the Hydra launcher's launch(overrides, initial_job_idx)
         self.overrides = overrides  # trials -> each trial's job overrides (suggests its params)
+        self.max_retry, self.worker, self.device = max_retry, worker, device
+        self.label = label  # "worker 2: " before each progress line, when there are workers
 
     def run(self) -> None:
         study = self.study
@@ -37,7 +57,9 @@ class WorkerLoop:
         if reseeded:  # a rerun or a second worker: do not replay the seeded sequence
             study.sampler.reseed_rng()
         while True:
-            optuna.storages.fail_stale_trials(study)  # killed workers' trials, retried
+            if _recovery.recover(study, max_retry=self.max_retry):  # this host's dead workers
+                log.info("%strials of dead workers failed and queued again", self.label)
+            optuna.storages.fail_stale_trials(study)  # other hosts' killed workers, retried
             n = states(study)
             finished, running = n[TrialState.COMPLETE] + n[TrialState.PRUNED], n[TrialState.RUNNING]
             if n[TrialState.FAIL] > self.failure_budget:
@@ -50,9 +72,18 @@ class WorkerLoop:
             todo = min(self.n_jobs, self.n_trials - finished - running)
             if todo <= 0:
                 if running:
-                    log.info("%d trials are running in other workers; stopping", running)
+                    elsewhere = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                    log.info(
+                        "%s%d trials are running in other workers (%s); stopping",
+                        self.label,
+                        running,
+                        _recovery.where(elsewhere),
+                    )
                 return
-            trials = drop_surplus(study, [study.ask() for _ in range(todo)], self.n_trials)
+            trials = [study.ask() for _ in range(todo)]
+            for t in trials:
+                _recovery.claim(t, worker=self.worker, device=self.device)
+            trials = drop_surplus(study, trials, self.n_trials)
             if trials and not reseeded and trials[0].number != 0:  # another worker was first
                 study.sampler.reseed_rng()
             reseeded = True
@@ -71,7 +102,7 @@ class WorkerLoop:
         except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1)
             for t in trials:  # keep the interrupted points: they run first next time
                 self.study.enqueue_trial(t.params, skip_if_exists=False)
-                fail(self.study, t, "interrupted")
+                fail(self.study, t, INTERRUPTED)
             raise
         for trial, ret in zip(trials, returns, strict=True):
             tell(self.study, trial, ret)
@@ -82,7 +113,7 @@ class WorkerLoop:
         study = self.study
         frozen = study._storage.get_trial(trial._trial_id)
         n = states(study)
-        line = f"trial {trial.number} ({n[TrialState.COMPLETE] + n[TrialState.PRUNED]}/"
+        line = f"{self.label}trial {trial.number} ({n[TrialState.COMPLETE] + n[TrialState.PRUNED]}/"
         line += f"{self.n_trials})  {frozen.state.name.lower()}"
         values = frozen.values or (
             [frozen.intermediate_values[frozen.last_step]] if frozen.last_step is not None else []
@@ -144,18 +175,23 @@ def _tell_outcome(study: optuna.Study, trial, ret: JobReturn) -> None:
         return
     else:
         err = ret._return_value
-        reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        reason = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+        reason = reason.splitlines()[0][:500]
     fail(study, trial, reason)
     log.warning("trial %d failed: %s", trial.number, reason)
 
 
 def states(study: optuna.Study) -> Counter:
-    """How many trials of the study are in each state (all workers' trials); surplus trials are
-    counted apart from failures."""
-    return Counter(
-        "surplus" if t.user_attrs.get(FAIL_REASON) == SURPLUS else t.state
-        for t in study.get_trials(deepcopy=False)
-    )
+    """How many of the study's trials (all workers') are in each state. Trials copied by a warm
+    start are counted apart from finished ones, and failures that are not the trial's fault
+    (surplus, interrupted, worker died) apart from failures."""
+
+    def kind(t: optuna.trial.FrozenTrial):
+        if WARM_START in t.user_attrs:
+            return "imported"
+        return NOT_CHARGED.get(t.user_attrs.get(FAIL_REASON), t.state)
+
+    return Counter(map(kind, study.get_trials(deepcopy=False)))
 
 
 def drop_surplus(study: optuna.Study, trials: Sequence, n_trials: int) -> list:

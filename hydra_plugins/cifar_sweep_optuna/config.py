@@ -26,6 +26,11 @@ class CifarOptunaSweeperConf:
     heartbeat_s: int = 60
     grace_s: int = 180
     max_retry: int = 1
+    workers: int = 1
+    devices: Any = "auto"
+    worker: int | None = None  # set by the launching process on each worker it starts
+    enqueue: Any = None
+    warm_start: str | None = None
 
 
 ConfigStore.instance().store(

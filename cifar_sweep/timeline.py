@@ -1,0 +1,55 @@
+"""The workers' timeline: one row per worker, one bar per trial, coloured by state.
+
+Hand-written: Optuna's plot_timeline gives each trial its own row, which hides idle workers.
+"""
+
+from datetime import datetime
+
+import matplotlib.pyplot as plt
+import optuna
+from matplotlib.patches import Patch
+from optuna.trial import TrialState
+
+from cifar_sweep.study import WARM_START
+
+COLOURS = {
+    TrialState.COMPLETE: "tab:blue",
+    TrialState.PRUNED: "tab:orange",
+    TrialState.FAIL: "tab:red",
+    TrialState.RUNNING: "tab:green",
+}
+
+
+def _row(t: optuna.trial.FrozenTrial, hosts: int) -> str:
+    worker = f"worker {t.user_attrs.get('worker', 0)}"
+    return f"{t.user_attrs.get('host', '?')} {worker}" if hosts > 1 else worker
+
+
+def plot(study: optuna.Study):
+    """The Axes of the timeline of the study's trials that ran (not those a warm start copied)."""
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.datetime_start and WARM_START not in t.user_attrs
+    ]
+    if not trials:
+        raise ValueError("no trial has started")
+    hosts = len({t.user_attrs.get("host") for t in trials})
+    rows = sorted({_row(t, hosts) for t in trials})
+    t0 = min(t.datetime_start for t in trials)
+    fig, ax = plt.subplots(figsize=(8, 1.5 + 0.4 * len(rows)))
+    for t in trials:
+        start = (t.datetime_start - t0).total_seconds()
+        end = ((t.datetime_complete or datetime.now()) - t0).total_seconds()
+        colour = COLOURS.get(t.state, "tab:gray")
+        ax.barh(rows.index(_row(t, hosts)), end - start, left=start, color=colour, edgecolor="k")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("seconds since the first trial started")
+    ax.set_title(f"{study.study_name}: trials per worker")
+    used = {t.state for t in trials}
+    ax.legend(
+        handles=[Patch(color=c, label=s.name.lower()) for s, c in COLOURS.items() if s in used],
+        loc="upper right",
+        fontsize=8,
+    )
+    return ax

@@ -1,0 +1,114 @@
+"""Warm starts: known-good points queued first, and an earlier study's finished trials copied in.
+
+`hydra.sweeper.enqueue` lists parameter mappings that run before anything is sampled (each
+skipped when the study already holds it). `hydra.sweeper.warm_start` names an earlier study
+(`name`, or `name@storage-url`) whose finished trials that fit this search space are added as
+finished trials (Optuna's add_trial): the sampler starts informed and nothing is retrained.
+"""
+
+import logging
+from collections.abc import Callable
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import TrialState
+
+from cifar_sweep import study as contract
+from cifar_sweep.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def distributions(space: dict, extend: Callable | None, config) -> dict[str, BaseDistribution]:
+    """Every parameter the sweep can suggest: the space's, plus those a define-by-run space
+    (hydra.sweeper.custom_search_space) suggests over a few random draws."""
+    found = dict(space)
+    if extend is not None:
+        scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        for _ in range(32):
+            trial = scratch.ask()
+            extend(config, trial)
+            found.update(scratch._storage.get_trial(trial._trial_id).distributions)
+            scratch.tell(trial, 0.0)
+    return found
+
+
+def _misfit(params: dict, dists: dict[str, BaseDistribution]) -> str | None:
+    """Why `params` does not fit the space, or None."""
+    for name, value in params.items():
+        if name not in dists:
+            return f"{name} is not in the search space {sorted(dists)}"
+        try:
+            inside = dists[name]._contains(dists[name].to_internal_repr(value))
+        except (ValueError, TypeError):
+            inside = False
+        if not inside:
+            return f"{name}={value!r} is outside the search space ({dists[name]})"
+    return None
+
+
+def enqueue(study: optuna.Study, points, dists: dict[str, BaseDistribution]) -> None:
+    """Queue each point of `hydra.sweeper.enqueue` unless the study already holds it."""
+    for i, point in enumerate(points or []):
+        if not isinstance(point, dict):
+            raise UserError(
+                f"hydra.sweeper.enqueue[{i}]={point!r} must be a mapping, e.g. "
+                "[{optimizer.lr: 0.01}]"
+            )
+        why = _misfit(point, dists)
+        if why:
+            raise UserError(f"hydra.sweeper.enqueue[{i}]: {why}")
+        study.enqueue_trial(dict(point), skip_if_exists=True)
+
+
+def _source(spec: str, sweeper) -> optuna.Study:
+    name, _, url = spec.partition("@")
+    storage = contract.storage(sweeper, url=url or None)
+    names = optuna.get_all_study_names(storage)
+    if name not in names:
+        raise UserError(
+            f"hydra.sweeper.warm_start={spec}: no study {name!r} in "
+            f"{contract.masked(url or sweeper.storage)}; studies there: {names}"
+        )
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def warm_start(study: optuna.Study, spec: str | None, sweeper, dists) -> None:
+    """Copy the finished trials of the study `spec` names that fit this space, once."""
+    if not spec:
+        return
+    source = _source(spec, sweeper)
+
+    def goal(s: optuna.Study) -> str:
+        names = contract.objective_names(s.user_attrs.get("objective", []))
+        return f"{names} {[d.name.lower() for d in s.directions]}"
+
+    if goal(source) != goal(study):
+        raise UserError(
+            f"hydra.sweeper.warm_start={spec}: it optimizes {goal(source)}, "
+            f"this study {goal(study)}"
+        )
+    if any(
+        t.user_attrs.get(contract.WARM_START, "").startswith(f"{source.study_name}#")
+        for t in study.get_trials(deepcopy=False)
+    ):
+        return  # a rerun: already copied
+    finished = source.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    fits = [t for t in finished if _misfit(t.params, dists) is None]
+    for t in fits:
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=t.state,
+                values=t.values,
+                params=t.params,
+                distributions={k: dists[k] for k in t.params},
+                intermediate_values=t.intermediate_values,
+                user_attrs={contract.WARM_START: f"{source.study_name}#{t.number}"},
+            )
+        )
+    log.info(
+        "warm start: %d of %d finished trials of %s fit this space and were copied",
+        len(fits),
+        len(finished),
+        source.study_name,
+    )

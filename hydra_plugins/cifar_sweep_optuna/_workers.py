@@ -1,0 +1,125 @@
+"""Worker processes: the launching process starts N copies of the sweep, each on its device.
+
+A worker is the same command with `workers=1`, its own index and one device: it asks the study
+for its next trial as soon as its last one ends, with no batch barrier. Workers take the
+devices round-robin (more workers than GPUs share one) and an equal share of the CPU cores. The
+launching process waits for them all; Ctrl-C in the terminal reaches every worker (one process
+group), and each records its interrupted trial before it exits.
+"""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+from omegaconf import DictConfig, ListConfig
+
+from cifar_sweep.errors import UserError
+
+log = logging.getLogger(__name__)
+OWN_KEYS = (
+    "hydra.sweep.dir",
+    "hydra.sweeper.workers",
+    "hydra.sweeper.worker",
+    "hydra.sweeper.devices",
+    "hydra.mode",
+)
+
+
+def device_ids(devices) -> list[str]:
+    """`hydra.sweeper.devices` as a list of device ids: CUDA indices as strings, or "cpu"."""
+    if devices == "auto":
+        import torch  # only here: the plain sweep path never needs it
+
+        return [str(i) for i in range(torch.cuda.device_count())] or ["cpu"]
+    if not isinstance(devices, list | ListConfig) or not devices:
+        raise UserError(f"hydra.sweeper.devices={devices}: use auto, or a list such as [0, 1]")
+    for d in devices:
+        if d != "cpu" and (isinstance(d, bool) or not isinstance(d, int) or d < 0):
+            raise UserError(
+                f"hydra.sweeper.devices: {d!r} is not a device index (0, 1, ...) or cpu"
+            )
+    return [str(d) for d in devices]
+
+
+def pin(devices) -> str:
+    """In a worker given one device: make it the only visible CUDA device (before torch starts
+    CUDA); return the device's label for the trials' records."""
+    if devices == "auto":
+        return os.environ.get("CUDA_VISIBLE_DEVICES", "auto")
+    ids = device_ids(devices)
+    if len(ids) != 1:
+        raise UserError(
+            f"hydra.sweeper.devices={ids}: one process takes one device; "
+            "set hydra.sweeper.workers to use several"
+        )
+    device = ids[0]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    else:  # an index among the devices this process was given
+        ids = visible.split(",") if visible else None
+        os.environ["CUDA_VISIBLE_DEVICES"] = ids[int(device)] if ids else device
+    return device
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def command(config: DictConfig, worker: int, device: str) -> list[str]:
+    """The sweep command again, as worker `worker` on `device`, in the same sweep folder."""
+    hydra = config.hydra
+    keep = [o for o in hydra.overrides.hydra if o.split("=")[0].lstrip("+~") not in OWN_KEYS]
+    return [
+        sys.executable,
+        "-m",
+        "cifar_sweep",
+        "-m",
+        *hydra.overrides.task,
+        *keep,
+        f"hydra.sweep.dir={_quoted(str(hydra.sweep.dir))}",
+        "hydra.sweeper.workers=1",
+        f"hydra.sweeper.worker={worker}",
+        f"hydra.sweeper.devices=[{device}]",
+    ]
+
+
+def run(config: DictConfig, workers: int, devices) -> None:
+    """Start `workers` worker processes and wait for them all."""
+    ids = device_ids(devices)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = str(max(1, (cores or 1) // workers))  # each worker's share of the cores
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    procs = []
+    for i in range(workers):
+        device = ids[i % len(ids)]
+        procs.append(subprocess.Popen(command(config, i, device), env=env))
+        log.info("worker %d: device %s, %s CPU threads, pid %d", i, device, threads, procs[-1].pid)
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        _stop(procs)
+        raise
+    failed = [f"worker {i} (exit {c})" for i, c in enumerate(codes) if c]
+    if failed:
+        raise UserError(f"{', '.join(failed)} stopped with an error; see its lines above")
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """After Ctrl-C: give the workers time to record their interrupted trials, then insist."""
+    for sig, grace in ((None, 60), (signal.SIGINT, 30), (signal.SIGKILL, 10)):
+        alive = [p for p in procs if p.poll() is None]
+        if not alive:
+            return
+        for p in alive:
+            if sig is not None:
+                p.send_signal(sig)
+        for p in alive:
+            try:
+                p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting politely
+                break

@@ -1,0 +1,220 @@
+"""Several workers on one study: asynchronous worker processes, recovery after a crash, Ctrl-C,
+and workers asking for the last trial at the same moment."""
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import ROOT, distinct_params, states, study, sweep, sweep_cmd, wait_for
+from optuna.trial import TrialState
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def default_sigint() -> None:  # a shell's background job ignores SIGINT; a terminal does not
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_two_workers_pinned_to_two_devices_run_the_study_asynchronously(tmp_path: Path):
+    result = sweep(
+        tmp_path,
+        "hydra.sweeper.workers=2",
+        "hydra.sweeper.devices=[0,1]",
+        "hydra.sweeper.n_trials=4",
+        "trainer.max_epochs=3",
+        "sweeper=random",
+    )
+    s = study(tmp_path)
+    assert states(s) == {"COMPLETE": 4} and distinct_params(s.trials) == 4
+    by_worker = {w: [t for t in s.trials if t.user_attrs["worker"] == w] for w in (0, 1)}
+    assert all(by_worker.values()), "both workers ran trials"
+    for w, trials in by_worker.items():  # each worker kept its device; pid and host recorded
+        assert {t.user_attrs["device"] for t in trials} == {str(w)}
+        assert len({t.user_attrs["pid"] for t in trials}) == 1 and trials[0].user_attrs["host"]
+    a, b = by_worker[0][0], by_worker[1][0]  # the workers' first trials ran at the same time
+    assert a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
+    assert "worker 1: trial" in result.stdout + result.stderr  # the progress line names it
+    assert (tmp_path / "sweep" / "plots" / "timeline.png").stat().st_size > 1000
+    assert result.stdout.count("best params") == 1  # one report, by the launching process
+
+
+def test_ctrl_c_stops_every_worker_and_queues_their_trials_first(tmp_path: Path):
+    args = (
+        "hydra.sweeper.workers=2",
+        "hydra.sweeper.devices=[cpu]",
+        "hydra.sweeper.n_trials=4",
+        "trainer.max_epochs=6",
+        "sweeper=random",
+    )
+    proc = subprocess.Popen(
+        sweep_cmd(tmp_path, *args),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=default_sigint,
+        start_new_session=True,
+    )
+    wait_for(tmp_path, done=0, running=2)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)  # as the terminal does: every process of the command
+    assert proc.wait(timeout=180) != 0
+    s = study(tmp_path)
+    stopped = [t for t in s.trials if t.state == TrialState.FAIL]
+    assert len(stopped) == 2 and {t.user_attrs["fail_reason"] for t in stopped} == {"interrupted"}
+    queued = [t for t in s.trials if t.state == TrialState.WAITING]
+    assert sorted(t.system_attrs["fixed_params"]["optimizer.lr"] for t in queued) == sorted(
+        t.params["optimizer.lr"] for t in stopped
+    )
+    sweep(tmp_path, *args)
+    s = study(tmp_path)
+    assert states(s) == {"COMPLETE": 4, "FAIL": 2}  # interrupted trials spend no failure budget
+    for t in queued:  # the queued points ran first, with the same parameters
+        assert s.trials[t.number].state == TrialState.COMPLETE
+
+
+def kill_and_rerun_at_once(tmp_path: Path, args: tuple, after: float) -> None:
+    """Start the sweep, kill -9 it (and its job) `after` seconds on, and rerun at once."""
+    proc = subprocess.Popen(
+        sweep_cmd(tmp_path, *args),
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(after)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_a_rerun_right_after_kill_9_finishes_the_study_without_waiting(tmp_path: Path):
+    args = ("hydra.sweeper.n_trials=4", "trainer.max_epochs=3", "sweeper=random")
+    proc = subprocess.Popen(
+        sweep_cmd(tmp_path, *args),
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(tmp_path, done=1)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = study(tmp_path)
+    done = {t.number: t.params for t in before.trials if t.state == TrialState.COMPLETE}
+    [killed] = [t for t in before.trials if t.state == TrialState.RUNNING]
+    started = time.time()
+    result = sweep(tmp_path, *args)  # at once: grace_s is 180 s
+    assert "running in other workers" not in result.stdout + result.stderr
+    s = study(tmp_path)
+    assert len([t for t in s.trials if t.state in FINISHED]) == 4
+    assert all(s.trials[n].state == TrialState.COMPLETE for n in done)  # nothing lost
+    assert s.trials[killed.number].user_attrs["fail_reason"] == "worker died"
+    [retried] = [t for t in s.trials if t.user_attrs.get("retry_of") == killed.number]
+    assert retried.params == killed.params and retried.state == TrialState.COMPLETE
+    assert time.time() - started < 120
+    folders = {int(p.name) for p in (tmp_path / "sweep").glob("[0-9]*")}
+    assert {t.number for t in s.trials if t.state in FINISHED} <= folders  # none overwritten
+
+
+@pytest.mark.slow
+def test_kills_at_random_moments_never_lose_or_add_a_trial(tmp_path: Path):
+    """Start-up, mid-trial, between trials: whenever kill -9 lands, the next run goes on."""
+    args = ("hydra.sweeper.n_trials=6", "trainer.max_epochs=2", "sweeper=random")
+    rng = random.Random(0)
+    kept: dict[int, dict] = {}
+    for _ in range(5):
+        kill_and_rerun_at_once(tmp_path, args, after=rng.uniform(0.5, 8.0))
+        try:
+            s = study(tmp_path)
+        except ValueError:  # killed before the study was created
+            continue
+        for n, params in kept.items():  # finished trials stay finished
+            assert s.trials[n].state == TrialState.COMPLETE and s.trials[n].params == params
+        kept |= {t.number: t.params for t in s.trials if t.state == TrialState.COMPLETE}
+    sweep(tmp_path, *args)
+    s = study(tmp_path)
+    assert len([t for t in s.trials if t.state in FINISHED]) == 6
+    assert not [t for t in s.trials if t.state == TrialState.RUNNING]
+    reasons = {t.user_attrs.get("fail_reason") for t in s.trials if t.state == TrialState.FAIL}
+    assert reasons <= {"worker died"}, reasons
+
+
+@pytest.mark.slow  # the workers test above runs the same mechanism by default
+def test_two_commands_on_one_study_share_it(tmp_path: Path):
+    """The same command typed twice (another GPU, another node): one study, n_trials in all."""
+    cmd = sweep_cmd(tmp_path, "hydra.sweeper.n_trials=5", "sweeper=random")
+    procs = [
+        subprocess.Popen(
+            [*cmd, f"hydra.sweep.dir={tmp_path / f'sweep{i}'}"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    s = study(tmp_path)
+    complete = [t for t in s.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 5
+    # a trial asked by both at the same moment steps back before it runs (forced below)
+    assert all("not run" in t.user_attrs["fail_reason"] for t in s.trials if t not in complete)
+    assert distinct_params(complete) == 5  # the second does not replay the seeded trials
+    assert all("trial " in out for out in outputs)  # both ran trials
+
+
+def test_a_trial_asked_past_n_trials_steps_back_without_counting_as_a_failure():
+    from hydra_plugins.cifar_sweep_optuna._loop import SURPLUS, drop_surplus
+    from hydra_plugins.cifar_sweep_optuna._loop import states as loop_states
+
+    s = optuna.create_study()
+    for _ in range(4):
+        s.tell(s.ask(), 1.0)
+    first, second = s.ask(), s.ask()  # two workers asked at the same moment for the 5th trial
+    kept = drop_surplus(s, [first, second], n_trials=5)
+    assert kept == [first]
+    assert s.trials[second.number].state == TrialState.FAIL
+    assert s.trials[second.number].user_attrs["fail_reason"] == SURPLUS
+    assert loop_states(s)[TrialState.FAIL] == 0  # not charged to the budget
+
+
+def test_a_worker_whose_trial_overshoots_n_trials_runs_nothing_and_stops():
+    """Force the race: another worker asks for the last trial between this worker's count and
+    its own ask; this worker's trial (the higher number) steps back and is never launched."""
+    from hydra_plugins.cifar_sweep_optuna._loop import SURPLUS, WorkerLoop
+
+    s = optuna.create_study(direction="maximize")
+    for _ in range(4):
+        s.tell(s.ask(), 0.5)
+    create = s._storage.create_new_trial
+    others = []
+
+    def another_worker_asks_first(study_id, template_trial=None):
+        if not others:
+            others.append(create(study_id))  # left RUNNING in the other worker
+        return create(study_id, template_trial)
+
+    s._storage.create_new_trial = another_worker_asks_first
+    launched = []
+    loop = WorkerLoop(
+        study=s,
+        n_trials=5,
+        n_jobs=1,
+        grid=False,
+        failure_budget=1,
+        max_retry=1,
+        launch=lambda jobs, initial_job_idx: launched.append(jobs),
+        overrides=lambda trials: [[f"x={t.suggest_float('x', 0, 1)}"] for t in trials],
+        names=["val/acc_best"],
+        heartbeat_s=60,
+    )
+    loop.run()
+    assert launched == []
+    assert [t.state for t in s.trials[4:]] == [TrialState.RUNNING, TrialState.FAIL]
+    assert s.trials[5].user_attrs["fail_reason"] == SURPLUS
