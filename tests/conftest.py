@@ -58,12 +58,12 @@ def jpeg_subset(tmp_path_factory) -> Path:
 
 
 def sweep_cmd(tmp_path: Path, *args: str, storage: str | None = None) -> list[str]:
+    """The sweep command with a study, sweep folder and cache under tmp_path; `args` come last,
+    so they can change any of these (Hydra keeps an override's last value)."""
     storage = storage or f"sqlite:///{tmp_path / 'studies.db'}"
-    return [
-        sys.executable, "-m", "cifar_sweep", "-m", *tiny(["trainer.max_epochs=1", *args]),
-        f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        f"dataset.cache_dir={tmp_path / 'cache'}",
-    ]  # fmt: skip
+    own = [f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+           f"dataset.cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=1"]  # fmt: skip
+    return [sys.executable, "-m", "cifar_sweep", "-m", *tiny([*own, *args])]
 
 
 def sweep(tmp_path: Path, *args: str, ok: bool = True, **kw) -> subprocess.CompletedProcess:

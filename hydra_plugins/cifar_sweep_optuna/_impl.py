@@ -76,6 +76,8 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         self.sampler_cfg = sampler
         self.heartbeat = {"heartbeat_s": heartbeat_s, "grace_s": grace_s, "max_retry": max_retry}
         self.workers, self.devices, self.worker = workers, devices, worker
+        if OmegaConf.is_config(enqueue):
+            enqueue = OmegaConf.to_container(enqueue)
         self.queue = {"enqueue": enqueue, "warm_start": warm_start}
 
     def sweep(self, arguments: list[str]) -> None:

@@ -197,7 +197,11 @@ def states(study: optuna.Study) -> Counter:
 def drop_surplus(study: optuna.Study, trials: Sequence, n_trials: int) -> list:
     """Trials that workers asked for at the same moment can overshoot n_trials: the one with the
     higher number (numbers are given out by the storage, atomically) steps back."""
-    live = [t.number for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL]
+    live = [
+        t.number
+        for t in study.get_trials(deepcopy=False)
+        if t.state != TrialState.FAIL and WARM_START not in t.user_attrs  # as states() counts
+    ]
     keep = []
     for t in trials:
         if sum(n < t.number for n in live) >= n_trials:

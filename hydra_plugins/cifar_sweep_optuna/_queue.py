@@ -61,14 +61,17 @@ def enqueue(study: optuna.Study, points, dists: dict[str, BaseDistribution]) -> 
         study.enqueue_trial(dict(point), skip_if_exists=True)
 
 
-def _source(spec: str, sweeper) -> optuna.Study:
+def _source(spec: str, study: optuna.Study, sweeper) -> optuna.Study:
+    """The study `spec` names: in this study's storage, or in the one after the @."""
     name, _, url = spec.partition("@")
-    storage = contract.storage(sweeper, url=url or None)
+    # the same storage object when it is the same storage: a second sqlite connection in this
+    # process would hold a lock that the sweep's own writes then wait for
+    storage = contract.storage(sweeper, url=url) if url else study._storage
     names = optuna.get_all_study_names(storage)
     if name not in names:
+        where = contract.masked(url or sweeper.storage)
         raise UserError(
-            f"hydra.sweeper.warm_start={spec}: no study {name!r} in "
-            f"{contract.masked(url or sweeper.storage)}; studies there: {names}"
+            f"hydra.sweeper.warm_start={spec}: no study {name!r} in {where}; studies there: {names}"
         )
     return optuna.load_study(study_name=name, storage=storage)
 
@@ -77,7 +80,7 @@ def warm_start(study: optuna.Study, spec: str | None, sweeper, dists) -> None:
     """Copy the finished trials of the study `spec` names that fit this space, once."""
     if not spec:
         return
-    source = _source(spec, sweeper)
+    source = _source(spec, study, sweeper)
 
     def goal(s: optuna.Study) -> str:
         names = contract.objective_names(s.user_attrs.get("objective", []))
