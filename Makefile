@@ -39,10 +39,14 @@ bench:  ## runner vs bare PyTorch loop throughput (CPU figures with a small mode
 bench-sweep:  ## hyperband vs no pruning on the NAS space; sweeper overhead per trial
 	$(PY) benchmarks/sweep_pruning.py
 
+WORKERS ?= 1,2
+bench-workers:  ## sweep wall time with 1 and 2 worker processes (WORKERS=1,2,4 on a GPU)
+	$(PY) benchmarks/sweep_workers.py --workers $(WORKERS)
+
 tensorboard:  ## TensorBoard on every run and sweep
 	$(PY) -m tensorboard.main --logdir outputs
 
 clean:  ## remove outputs and caches (not data/)
 	rm -rf outputs .pytest_cache .ruff_cache
 
-.PHONY: help install test test-slow lint format train train-offline sweep bench bench-sweep tensorboard clean
+.PHONY: help install test test-slow lint format train train-offline sweep bench bench-sweep bench-workers tensorboard clean

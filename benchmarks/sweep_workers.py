@@ -1,0 +1,62 @@
+"""Sweep wall time with 1, 2, ... worker processes on the same study size (hydra.sweeper.workers).
+
+Each row is one `python -m cifar_sweep -m ...` run, as a user types it, on its own sqlite study:
+the same trials (count, model, data) with a different number of workers. Prints wall time,
+trials per minute, and the busy fraction (time inside trials over workers x wall time).
+
+    python benchmarks/sweep_workers.py                          # CPU: 8 small trials, 1 and 2 workers
+    python benchmarks/sweep_workers.py --workers 1,2,4 dataset=cifar10_folder trainer.max_epochs=2
+"""
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = [
+    "model=nas_cnn", "search_space=nas", "optimizer=adam", "scheduler=constant",
+    "dataset=synthetic", "dataset.image_size=16", "dataset.num_classes=10",
+    "dataset.train_per_class=100", "dataset.val_size=200", "trainer.max_epochs=3",
+    "trainer.progress_bar=false", "hydra.sweeper.n_trials=8", "sweeper=random",
+]  # fmt: skip
+
+
+def run(workers: int, overrides: list[str], out: Path) -> dict:
+    storage = f"sqlite:///{out / 'studies.db'}"
+    cmd = [sys.executable, "-m", "cifar_sweep", "-m", *SMALL, *overrides,
+           f"hydra.sweeper.workers={workers}", f"hydra.sweeper.storage={storage}",
+           f"hydra.sweep.dir={out / 'sweep'}", f"dataset.cache_dir={out / 'cache'}"]  # fmt: skip
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    wall = time.perf_counter() - t0
+    [name] = optuna.get_all_study_names(storage)
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
+    return {"trials": len(trials), "wall_s": wall, "per_min": 60 * len(trials) / wall,
+            "busy": busy / (workers * wall)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    args, overrides = parser.parse_known_args()
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in map(int, args.workers.split(",")):
+            (Path(tmp) / str(n)).mkdir()
+            rows[n] = run(n, overrides, Path(tmp) / str(n))
+    print(" ".join([*SMALL, *overrides]))
+    print(f"{'workers':>8}{'trials':>8}{'wall s':>9}{'trials/min':>12}{'busy':>7}{'speed-up':>10}")
+    first = next(iter(rows.values()))
+    for n, r in rows.items():
+        print(f"{n:>8}{r['trials']:>8}{r['wall_s']:>9.1f}{r['per_min']:>12.1f}{r['busy']:>7.2f}"
+              f"{first['wall_s'] / r['wall_s']:>10.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
