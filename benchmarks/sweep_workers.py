@@ -4,7 +4,7 @@ Each row is one `python -m cifar_sweep -m ...` run, as a user types it, on its o
 the same trials (count, model, data) with a different number of workers. Prints wall time,
 trials per minute, and the busy fraction (time inside trials over workers x wall time).
 
-    python benchmarks/sweep_workers.py                          # CPU: 8 small trials, 1 and 2 workers
+    python benchmarks/sweep_workers.py             # CPU: 8 small trials, 1 and 2 workers
     python benchmarks/sweep_workers.py --workers 1,2,4 dataset=cifar10_folder trainer.max_epochs=2
 """
 
