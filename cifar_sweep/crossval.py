@@ -1,3 +1,5 @@
+"""k-fold cross-validation (`dataset.folds=k`): one run per fold and the mean of each metric."""
+
 import json
 from pathlib import Path
 

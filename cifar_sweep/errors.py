@@ -1,3 +1,5 @@
+"""The one error type for user mistakes, and how a command reports it."""
+
 import logging
 import sys
 from typing import NoReturn

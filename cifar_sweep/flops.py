@@ -1,3 +1,5 @@
+"""Parameter and FLOP counts of a model, by torch's own flop counter."""
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode

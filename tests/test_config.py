@@ -108,3 +108,16 @@ def test_unknown_trainer_key_is_refused_naming_it(override: str, message: str, t
     with pytest.raises(UserError, match=message):
         train(compose_cfg(override, tmp_path=tmp_path), tmp_path / "run")
     assert not (tmp_path / "cache").exists()  # refused before the data was read
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [(["repeats=0"], "repeats=0 must be an integer >= 1"),
+     (["repeats=2", "dataset.folds=3"], "choose one")],
+)  # fmt: skip
+def test_bad_repeats_are_refused(overrides, message):
+    from cifar_sweep.checks import check
+    from cifar_sweep.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        check(compose_cfg(*overrides))

@@ -1,11 +1,14 @@
 """Whole runs on small data: what a user sees in the run folder."""
 
 import json
+import math
 import os
+import re
+import statistics
 from pathlib import Path
 
 import pytest
-from conftest import compose_cfg
+from conftest import compose_cfg, run_cli
 from omegaconf import OmegaConf
 
 from cifar_sweep import sources
@@ -99,3 +102,38 @@ def test_training_on_train_and_validation_runs_no_validation(tmp_path: Path, rec
     assert not [w for w in recwarn if "Total length" in str(w.message)], [
         str(w.message) for w in recwarn
     ]
+
+
+def test_a_learning_rate_that_blows_the_loss_up_ends_the_run_as_diverged(tmp_path: Path):
+    cfg = compose_cfg("optimizer.lr=1e6", "trainer.max_epochs=3", tmp_path=tmp_path)
+    with pytest.raises(UserError, match=r"^diverged: train/loss=(nan|inf) at epoch 0$"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.json").exists()  # no results for a diverged run
+    # the same run with the check off trains on to the end: loss not finite, accuracy a number
+    cfg = compose_cfg("optimizer.lr=1e6", "trainer.max_epochs=3", "trainer.stop_on_nonfinite=false",
+                      tmp_path=tmp_path)  # fmt: skip
+    metrics = train(cfg, tmp_path / "off")
+    assert metrics["epochs"] == 3 and not math.isfinite(metrics["train/loss"])
+
+
+def test_a_diverged_single_run_exits_non_zero_with_one_line(tmp_path: Path):
+    result = run_cli("optimizer.lr=1e6", f"hydra.run.dir={tmp_path / 'run'}",
+                     f"dataset.cache_dir={tmp_path / 'cache'}")  # fmt: skip
+    assert result.returncode != 0
+    assert re.search(r"^error: diverged: train/loss=(nan|inf) at epoch 0$", result.stderr, re.M)
+    assert "Traceback" not in result.stderr
+
+
+def test_seed_repeats_write_each_seed_and_the_mean_and_std(tmp_path: Path):
+    from cifar_sweep.__main__ import fit
+
+    cfg = compose_cfg("repeats=3", "seed=5", "trainer.max_epochs=1", tmp_path=tmp_path)
+    metrics = fit(cfg, tmp_path / "run", [], evaluate=False)
+    runs = [json.loads((tmp_path / "run" / f"seed{s}" / "metrics.json").read_text())
+            for s in (5, 6, 7)]  # fmt: skip
+    accs = [r["val/acc_best"] for r in runs]
+    assert metrics["val/acc_best"] == pytest.approx(statistics.fmean(accs))
+    assert metrics["val/acc_best_std"] == pytest.approx(statistics.pstdev(accs))
+    assert metrics["repeats"] == 3 and cfg.seed == 5  # the caller's config is untouched
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
+    assert len({r["train/loss"] for r in runs}) == 3  # three different seeds really ran

@@ -1,3 +1,5 @@
+"""The NAS search space's CNN (study S2)."""
+
 from torch import nn
 
 from cifar_sweep.errors import UserError

@@ -1,3 +1,5 @@
+"""Normalization layers by name (`model.norm`), including S4's detached-statistics BatchNorm."""
+
 import torch
 from torch import Tensor, nn
 

@@ -1,3 +1,5 @@
+"""ResNet-18 for 32x32 images (the CIFAR variant) and its basic block."""
+
 from torch import Tensor, nn
 
 from cifar_sweep.models.norms import make_norm

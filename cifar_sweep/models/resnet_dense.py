@@ -1,3 +1,5 @@
+"""S1's residual backbone with a dense head."""
+
 from torch import nn
 
 from cifar_sweep.models.norms import make_norm

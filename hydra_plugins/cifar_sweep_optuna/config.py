@@ -1,3 +1,5 @@
+"""The sweeper's config schema, registered as hydra/sweeper=cifar_optuna."""
+
 from dataclasses import dataclass
 from typing import Any
 
