@@ -24,17 +24,35 @@ from optuna.trial import TrialState
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = [
-    "model=nas_cnn", "search_space=nas", "optimizer=adam", "scheduler=constant",
-    "dataset=synthetic", "dataset.image_size=16", "dataset.num_classes=10",
-    "dataset.train_per_class=100", "dataset.val_size=200", "dataset.noise=0.8",
-    "trainer.max_epochs=6", "trainer.progress_bar=false", "hydra.sweeper.n_trials=12",
-]  # fmt: skip
+    "model=nas_cnn",
+    "search_space=nas",
+    "optimizer=adam",
+    "scheduler=constant",
+    "dataset=synthetic",
+    "dataset.image_size=16",
+    "dataset.num_classes=10",
+    "dataset.train_per_class=100",
+    "dataset.val_size=200",
+    "dataset.noise=0.8",
+    "trainer.max_epochs=6",
+    "trainer.progress_bar=false",
+    "hydra.sweeper.n_trials=12",
+]
 
 
 def run(pruner: str, overrides: list[str], out: Path) -> dict:
     storage = f"sqlite:///{out / 'studies.db'}"
-    cmd = [sys.executable, "-m", "cifar_sweep", "-m", *COMMON, f"pruner={pruner}", *overrides,
-           f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={out / 'sweep'}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "cifar_sweep",
+        "-m",
+        *COMMON,
+        f"pruner={pruner}",
+        *overrides,
+        f"hydra.sweeper.storage={storage}",
+        f"hydra.sweep.dir={out / 'sweep'}",
+    ]
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     wall = time.perf_counter() - t0
@@ -69,12 +87,16 @@ def main(overrides: list[str]) -> None:
             (Path(tmp) / pruner).mkdir()
             rows[pruner] = run(pruner, overrides, Path(tmp) / pruner)
     print(f"{' '.join([*COMMON, *overrides])}")
-    print(f"{'pruner':<10}{'complete':>9}{'pruned':>8}{'epochs':>8}{'best':>8}{'wall s':>8}"
-          f"{'sweeper s/trial':>17}{'between s':>11}{'job s/trial':>13}")  # fmt: skip
+    print(
+        f"{'pruner':<10}{'complete':>9}{'pruned':>8}{'epochs':>8}{'best':>8}{'wall s':>8}"
+        f"{'sweeper s/trial':>17}{'between s':>11}{'job s/trial':>13}"
+    )
     for pruner, r in rows.items():
-        print(f"{pruner:<10}{r['complete']:>9}{r['pruned']:>8}{r['epochs']:>8}{r['best']:>8.4f}"
-              f"{r['wall_s']:>8.1f}{r['sweeper_s_per_trial']:>17.2f}{r['between_s']:>11.2f}"
-              f"{r['job_s_per_trial']:>13.2f}")  # fmt: skip
+        print(
+            f"{pruner:<10}{r['complete']:>9}{r['pruned']:>8}{r['epochs']:>8}{r['best']:>8.4f}"
+            f"{r['wall_s']:>8.1f}{r['sweeper_s_per_trial']:>17.2f}{r['between_s']:>11.2f}"
+            f"{r['job_s_per_trial']:>13.2f}"
+        )
     h, n = rows["hyperband"], rows["none"]
     ratio_epochs, ratio_wall = h["epochs"] / n["epochs"], h["wall_s"] / n["wall_s"]
     print(f"hyperband/none: epochs {ratio_epochs:.2f}, wall {ratio_wall:.2f}")

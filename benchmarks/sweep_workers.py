@@ -19,26 +19,48 @@ import optuna
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
-    "model=nas_cnn", "search_space=nas", "optimizer=adam", "scheduler=constant",
-    "dataset=synthetic", "dataset.image_size=16", "dataset.num_classes=10",
-    "dataset.train_per_class=100", "dataset.val_size=200", "trainer.max_epochs=3",
-    "trainer.progress_bar=false", "hydra.sweeper.n_trials=8", "sweeper=random",
-]  # fmt: skip
+    "model=nas_cnn",
+    "search_space=nas",
+    "optimizer=adam",
+    "scheduler=constant",
+    "dataset=synthetic",
+    "dataset.image_size=16",
+    "dataset.num_classes=10",
+    "dataset.train_per_class=100",
+    "dataset.val_size=200",
+    "trainer.max_epochs=3",
+    "trainer.progress_bar=false",
+    "hydra.sweeper.n_trials=8",
+    "sweeper=random",
+]
 
 
 def run(workers: int, overrides: list[str], out: Path) -> dict:
     storage = f"sqlite:///{out / 'studies.db'}"
-    cmd = [sys.executable, "-m", "cifar_sweep", "-m", *SMALL, *overrides,
-           f"hydra.sweeper.workers={workers}", f"hydra.sweeper.storage={storage}",
-           f"hydra.sweep.dir={out / 'sweep'}", f"dataset.cache_dir={out / 'cache'}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "cifar_sweep",
+        "-m",
+        *SMALL,
+        *overrides,
+        f"hydra.sweeper.workers={workers}",
+        f"hydra.sweeper.storage={storage}",
+        f"hydra.sweep.dir={out / 'sweep'}",
+        f"dataset.cache_dir={out / 'cache'}",
+    ]
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     wall = time.perf_counter() - t0
     [name] = optuna.get_all_study_names(storage)
     trials = optuna.load_study(study_name=name, storage=storage).trials
     busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
-    return {"trials": len(trials), "wall_s": wall, "per_min": 60 * len(trials) / wall,
-            "busy": busy / (workers * wall)}  # fmt: skip
+    return {
+        "trials": len(trials),
+        "wall_s": wall,
+        "per_min": 60 * len(trials) / wall,
+        "busy": busy / (workers * wall),
+    }
 
 
 def main() -> None:
@@ -54,8 +76,10 @@ def main() -> None:
     print(f"{'workers':>8}{'trials':>8}{'wall s':>9}{'trials/min':>12}{'busy':>7}{'speed-up':>10}")
     first = next(iter(rows.values()))
     for n, r in rows.items():
-        print(f"{n:>8}{r['trials']:>8}{r['wall_s']:>9.1f}{r['per_min']:>12.1f}{r['busy']:>7.2f}"
-              f"{first['wall_s'] / r['wall_s']:>10.2f}")  # fmt: skip
+        print(
+            f"{n:>8}{r['trials']:>8}{r['wall_s']:>9.1f}{r['per_min']:>12.1f}{r['busy']:>7.2f}"
+            f"{first['wall_s'] / r['wall_s']:>10.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,14 @@ def report(probs: torch.Tensor, labels: torch.Tensor, classes: list[str], metric
     if val is not None:
         out["train_val_gap"] = metrics["train/acc"] - val
         out["val_test_gap"] = val - out["accuracy"]
-    for key in ("time/epoch_s", "time/total_s", "epochs", "model/params", "model/flops",
-                "gpu/peak_mem_gb"):  # fmt: skip
+    for key in (
+        "time/epoch_s",
+        "time/total_s",
+        "epochs",
+        "model/params",
+        "model/flops",
+        "gpu/peak_mem_gb",
+    ):
         if key in metrics:
             out[key] = metrics[key]
     return out
@@ -64,8 +70,10 @@ def write(result: dict, classes: list[str], out_dir: Path) -> None:
     lines = ["| class | precision | recall | F1 |", "|---|---|---|---|"]
     for c, m in result["per_class"].items():
         lines.append(f"| {c} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} |")
-    lines.append(f"\naccuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, "
-                 f"macro one-vs-rest AUC {result['macro_auc_ovr']:.4f}")  # fmt: skip
+    lines.append(
+        f"\naccuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, "
+        f"macro one-vs-rest AUC {result['macro_auc_ovr']:.4f}"
+    )
     (out_dir / "classification_report.md").write_text("\n".join(lines) + "\n")
     size = max(4, len(classes) * 0.45)
     fig, ax = plt.subplots(figsize=(size + 1, size))

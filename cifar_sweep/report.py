@@ -68,8 +68,13 @@ def results(study: optuna.Study) -> dict:
         return {"name": "optuna", "study": study.study_name, "best_params": None}
     if len(study.directions) == 1:
         best = study.best_trial
-        return {"name": "optuna", "study": study.study_name, "best_params": best.params,
-                "best_value": best.value, "best_trial": best.number}  # fmt: skip
+        return {
+            "name": "optuna",
+            "study": study.study_name,
+            "best_params": best.params,
+            "best_value": best.value,
+            "best_trial": best.number,
+        }
     front = [
         {"number": t.number, "params": t.params, "values": t.values} for t in study.best_trials
     ]

@@ -29,8 +29,11 @@ def find_study(sweeper, name: str | None, prefix: str) -> optuna.Study:
     """The named study, or the newest one whose name starts with `<name>-`."""
     storage = contract.storage(sweeper)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
-    matches = [s for s in summaries if (s.study_name == name if name else
-                                        s.study_name.startswith(f"{prefix}-"))]  # fmt: skip
+    matches = [
+        s
+        for s in summaries
+        if (s.study_name == name if name else s.study_name.startswith(f"{prefix}-"))
+    ]
     if not matches:
         raise UserError(
             f"retrain.study={name or prefix + '-*'}: no such study in {sweeper.storage}; "
@@ -68,8 +71,13 @@ def run(cfg: DictConfig) -> None:
                 f"trainer.max_epochs={cfg.retrain.epochs}",
                 *(["dataset.val_size=0", "objective=test/acc"] if cfg.retrain.merge_val else []),
             ]
-            log.info("retraining trial %d of %s (%s): %s", trial.number, study.study_name,
-                     label, trial.params)  # fmt: skip
+            log.info(
+                "retraining trial %d of %s (%s): %s",
+                trial.number,
+                study.study_name,
+                label,
+                trial.params,
+            )
             run_cfg = compose(config_name="config", overrides=overrides)
             metrics = train(run_cfg, Path(hc.runtime.output_dir) / label, evaluate=True)
             runs[label] = (trial.value, metrics)

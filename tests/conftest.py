@@ -61,8 +61,12 @@ def sweep_cmd(tmp_path: Path, *args: str, storage: str | None = None) -> list[st
     """The sweep command with a study, sweep folder and cache under tmp_path; `args` come last,
     so they can change any of these (Hydra keeps an override's last value)."""
     storage = storage or f"sqlite:///{tmp_path / 'studies.db'}"
-    own = [f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-           f"dataset.cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=1"]  # fmt: skip
+    own = [
+        f"hydra.sweeper.storage={storage}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        "trainer.max_epochs=1",
+    ]
     return [sys.executable, "-m", "cifar_sweep", "-m", *tiny([*own, *args])]
 
 

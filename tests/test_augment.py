@@ -73,9 +73,16 @@ def test_device_batches_keep_labels_with_their_images():
     y = torch.arange(n)
     aug = build_augment({"flip": {"p": 0.5}})
     batches = DeviceBatches(
-        x, y, batch_size=16, mean=torch.zeros(1), std=torch.ones(1) / 255, augment=aug,
-        shuffle=True, seed=0, channels_last=False,
-    )  # fmt: skip
+        x,
+        y,
+        batch_size=16,
+        mean=torch.zeros(1),
+        std=torch.ones(1) / 255,
+        augment=aug,
+        shuffle=True,
+        seed=0,
+        channels_last=False,
+    )
     seen = []
     for xb, yb in batches:
         assert xb.dtype == torch.float32 and xb.shape[1:] == (1, 8, 8)

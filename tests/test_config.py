@@ -16,9 +16,19 @@ def options(group: str) -> list[str]:
 
 def test_defaults_use_the_documented_keys():
     cfg = compose_cfg()
-    for key in ("dataset.root", "dataset.val_size", "dataset.batch_size", "dataset.augment",
-                "model.norm", "optimizer.lr", "optimizer.weight_decay", "trainer.max_epochs",
-                "trainer.precision", "seed", "objective"):  # fmt: skip
+    for key in (
+        "dataset.root",
+        "dataset.val_size",
+        "dataset.batch_size",
+        "dataset.augment",
+        "model.norm",
+        "optimizer.lr",
+        "optimizer.weight_decay",
+        "trainer.max_epochs",
+        "trainer.precision",
+        "seed",
+        "objective",
+    ):
         assert key.split(".")[-1] in (cfg if "." not in key else cfg[key.split(".")[0]]), key
     assert cfg.objective == "val/acc_best"
 
@@ -81,8 +91,11 @@ def test_dataset_options_compose(option, tmp_path: Path):
 def test_trainer_keys_are_lightning_trainer_arguments(tmp_path: Path):
     from cifar_sweep.train import build_trainer
 
-    cfg = compose_cfg("+trainer.max_steps=3", "+trainer.check_val_every_n_epoch=2",
-                      "trainer.early_stopping.patience=2")  # fmt: skip
+    cfg = compose_cfg(
+        "+trainer.max_steps=3",
+        "+trainer.check_val_every_n_epoch=2",
+        "trainer.early_stopping.patience=2",
+    )
     trainer = build_trainer(cfg, tmp_path, [])
     assert trainer.max_steps == 3 and trainer.check_val_every_n_epoch == 2  # any Trainer argument
     assert trainer.max_epochs == cfg.trainer.max_epochs and trainer.num_sanity_val_steps == 0
@@ -98,9 +111,11 @@ def test_fast_dev_run_trains_one_batch(tmp_path: Path):
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("+trainer.fast_dev_rnu=true", "trainer.fast_dev_rnu: not a Lightning Trainer argument"),
-     ("+trainer.logger=false", "trainer.logger: set by the runner")],
-)  # fmt: skip
+    [
+        ("+trainer.fast_dev_rnu=true", "trainer.fast_dev_rnu: not a Lightning Trainer argument"),
+        ("+trainer.logger=false", "trainer.logger: set by the runner"),
+    ],
+)
 def test_unknown_trainer_key_is_refused_naming_it(override: str, message: str, tmp_path: Path):
     from cifar_sweep.errors import UserError
     from cifar_sweep.train import train
@@ -112,9 +127,11 @@ def test_unknown_trainer_key_is_refused_naming_it(override: str, message: str, t
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [(["repeats=0"], "repeats=0 must be an integer >= 1"),
-     (["repeats=2", "dataset.folds=3"], "choose one")],
-)  # fmt: skip
+    [
+        (["repeats=0"], "repeats=0 must be an integer >= 1"),
+        (["repeats=2", "dataset.folds=3"], "choose one"),
+    ],
+)
 def test_bad_repeats_are_refused(overrides, message):
     from cifar_sweep.checks import check
     from cifar_sweep.errors import UserError

@@ -51,13 +51,21 @@ def experiment_overrides(name: str, tmp_path: Path) -> list[str]:
     model = cfg.model._target_.rsplit(".", 1)[-1]
     assert model in SMALL, f"{name}: add its model {model} to SMALL"
     data = (
-        ["dataset.download=false", f"dataset.root={tiny_imagenet_tree(tmp_path / 'tin')}",
-         "dataset.val_size=6"]
+        [
+            "dataset.download=false",
+            f"dataset.root={tiny_imagenet_tree(tmp_path / 'tin')}",
+            "dataset.val_size=6",
+        ]
         if cfg.dataset.source == "tiny_imagenet"
         else ["dataset=synthetic", "dataset.val_size=80"]
-    )  # fmt: skip
-    return [f"+experiment={name}", *data, *SMALL[model], "trainer.max_epochs=1",
-            f"dataset.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    )
+    return [
+        f"+experiment={name}",
+        *data,
+        *SMALL[model],
+        "trainer.max_epochs=1",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+    ]
 
 
 def chance(cfg) -> float:
@@ -67,8 +75,11 @@ def chance(cfg) -> float:
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_learns_the_small_set(name: str, tmp_path: Path):
     # batch 32: a few steps per epoch on 320 images; the rest of the recipe as configured
-    overrides = [*experiment_overrides(name, tmp_path), "trainer.max_epochs=4",
-                 "dataset.batch_size=32"]  # fmt: skip
+    overrides = [
+        *experiment_overrides(name, tmp_path),
+        "trainer.max_epochs=4",
+        "dataset.batch_size=32",
+    ]
     cfg = compose_cfg(*overrides)
     assert cfg.name == name
     metrics = train(cfg, tmp_path / "run")
@@ -90,10 +101,18 @@ def test_every_experiment_is_named_documented_and_has_a_quick_run():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_runs_as_a_sweep(name: str, tmp_path: Path):
-    cmd = [sys.executable, "-m", "cifar_sweep", "-m", *experiment_overrides(name, tmp_path),
-           "trainer.accelerator=cpu", "trainer.progress_bar=false", "hydra.sweeper.n_trials=2",
-           f"hydra.sweeper.storage=sqlite:///{tmp_path / 's.db'}",
-           f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "cifar_sweep",
+        "-m",
+        *experiment_overrides(name, tmp_path),
+        "trainer.accelerator=cpu",
+        "trainer.progress_bar=false",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path / 's.db'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     [study] = optuna.get_all_study_names(f"sqlite:///{tmp_path / 's.db'}")
@@ -102,8 +121,9 @@ def test_experiment_runs_as_a_sweep(name: str, tmp_path: Path):
 
 def test_tiny_imagenet_layout_is_read_with_its_val_annotations(tmp_path: Path):
     root = tiny_imagenet_tree(tmp_path / "tiny-imagenet-200")
-    cfg = compose_cfg("dataset=tiny_imagenet", f"dataset.root={root}", "dataset.download=false",
-                      tmp_path=tmp_path)  # fmt: skip
+    cfg = compose_cfg(
+        "dataset=tiny_imagenet", f"dataset.root={root}", "dataset.download=false", tmp_path=tmp_path
+    )
     data = sources.load(cfg.dataset)
     assert data.classes == ["thing0", "thing1", "thing2"]
     assert data.train_x.shape == (36, 3, 64, 64) and data.test_x.shape == (9, 3, 64, 64)
@@ -122,9 +142,13 @@ def test_tiny_imagenet_without_the_layout_names_what_is_missing(tmp_path: Path):
 
 @pytest.mark.parametrize(
     ("model", "shape", "classes"),
-    [("seq_cnn", 32, 10), ("two_branch_cnn", 32, 10), ("resnet_dense", 32, 10),
-     ("tiny_cnn", 64, 200)],
-)  # fmt: skip
+    [
+        ("seq_cnn", 32, 10),
+        ("two_branch_cnn", 32, 10),
+        ("resnet_dense", 32, 10),
+        ("tiny_cnn", 64, 200),
+    ],
+)
 def test_study_models_output_shape(model: str, shape: int, classes: int):
     net = build(compose_cfg(f"model={model}").model, num_classes=classes, in_channels=3)
     assert net(torch.zeros(2, 3, shape, shape)).shape == (2, classes)
@@ -132,8 +156,9 @@ def test_study_models_output_shape(model: str, shape: int, classes: int):
 
 def test_retrain_reads_the_best_params_and_writes_a_comparison(tmp_path: Path):
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    study = optuna.create_study(study_name="seq_vs_branch_random-abc", storage=storage,
-                                direction="maximize")  # fmt: skip
+    study = optuna.create_study(
+        study_name="seq_vs_branch_random-abc", storage=storage, direction="maximize"
+    )
     choice = optuna.distributions.CategoricalDistribution
     space = {"model": choice(["seq_cnn", "two_branch_cnn"]), "model.filters": choice([8, 16, 32])}
     for model, filters, value in [
@@ -146,12 +171,22 @@ def test_retrain_reads_the_best_params_and_writes_a_comparison(tmp_path: Path):
         study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=value))
     out = tmp_path / "retrain"
     result = subprocess.run(
-        [sys.executable, "-m", "cifar_sweep.retrain",
-         *experiment_overrides("seq_vs_branch_random", tmp_path), "trainer.accelerator=cpu",
-         "trainer.progress_bar=false", f"hydra.sweeper.storage={storage}", "retrain.epochs=2",
-         f"hydra.run.dir={out}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "cifar_sweep.retrain",
+            *experiment_overrides("seq_vs_branch_random", tmp_path),
+            "trainer.accelerator=cpu",
+            "trainer.progress_bar=false",
+            f"hydra.sweeper.storage={storage}",
+            "retrain.epochs=2",
+            f"hydra.run.dir={out}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert {p.name for p in out.glob("[!.]*") if p.is_dir()} == {"seq_cnn", "two_branch_cnn"}
     best = [("seq_cnn", "SeqCNN", 16), ("two_branch_cnn", "TwoBranchCNN", 32)]  # per model

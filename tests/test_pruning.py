@@ -13,8 +13,9 @@ def test_a_missing_objective_warns_once_and_reports_nothing():
     study = optuna.create_study()
     trial = study.ask()
     callback = ReportToTrial(trial, monitor="val/acc_best")
-    trainer = SimpleNamespace(sanity_checking=False, current_epoch=0,
-                              callback_metrics={"val/acc": 0.5})  # fmt: skip
+    trainer = SimpleNamespace(
+        sanity_checking=False, current_epoch=0, callback_metrics={"val/acc": 0.5}
+    )
     with pytest.warns(UserWarning, match=r"val/acc_best.*logged: \['val/acc'\]"):
         callback.on_validation_end(trainer, None)
     with warnings.catch_warnings():
@@ -26,8 +27,12 @@ def test_a_missing_objective_warns_once_and_reports_nothing():
 def test_the_objective_is_reported_each_epoch_and_a_pruned_trial_stops_the_trainer():
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(lower=0.3))
     callback = ReportToTrial(study.ask(), monitor="val/acc_best")
-    trainer = SimpleNamespace(sanity_checking=False, current_epoch=0, should_stop=False,
-                              callback_metrics={"val/acc_best": 0.5})  # fmt: skip
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        current_epoch=0,
+        should_stop=False,
+        callback_metrics={"val/acc_best": 0.5},
+    )
     callback.on_validation_end(trainer, None)
     assert not trainer.should_stop
     trainer.current_epoch, trainer.callback_metrics["val/acc_best"] = 1, 0.2

@@ -14,8 +14,15 @@ import pytest
 from conftest import ROOT, distinct_params, states, study, sweep
 from optuna.trial import TrialState
 
-PLOTS = {"optimization_history", "param_importances", "parallel_coordinate", "slice", "contour",
-         "intermediate_values", "timeline"}  # fmt: skip
+PLOTS = {
+    "optimization_history",
+    "param_importances",
+    "parallel_coordinate",
+    "slice",
+    "contour",
+    "intermediate_values",
+    "timeline",
+}
 
 
 def test_default_sweep_is_tpe_over_lr_and_weight_decay_with_a_report(tmp_path: Path):
@@ -36,21 +43,31 @@ def test_default_sweep_is_tpe_over_lr_and_weight_decay_with_a_report(tmp_path: P
     assert sorted(p.name for p in out.glob("[0-9]*")) == ["0", "1", "2", "3"]  # trial numbers
     # the same report on demand, from the storage alone
     report = subprocess.run(
-        [sys.executable, "-m", "cifar_sweep.report", f"sqlite:///{tmp_path / 'studies.db'}",
-         "--out", str(tmp_path / "report")],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "cifar_sweep.report",
+            f"sqlite:///{tmp_path / 'studies.db'}",
+            "--out",
+            str(tmp_path / "report"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert report.returncode == 0, report.stderr
     assert {p.stem for p in (tmp_path / "report" / "plots").glob("*.png")} == PLOTS
 
 
 @pytest.mark.parametrize(
     ("sampler", "name"),
-    [("random", "RandomSampler"),
-     pytest.param("cmaes", "CmaEsSampler", marks=pytest.mark.slow),  # 15 s each: keep CI short
-     pytest.param("qmc", "QMCSampler", marks=pytest.mark.slow),
-     pytest.param("gp", "GPSampler", marks=pytest.mark.slow)],
-)  # fmt: skip
+    [
+        ("random", "RandomSampler"),
+        pytest.param("cmaes", "CmaEsSampler", marks=pytest.mark.slow),  # 15 s each: keep CI short
+        pytest.param("qmc", "QMCSampler", marks=pytest.mark.slow),
+        pytest.param("gp", "GPSampler", marks=pytest.mark.slow),
+    ],
+)
 def test_each_sampler_runs_distinct_trials(sampler: str, name: str, tmp_path: Path):
     result = sweep(tmp_path, f"sweeper={sampler}", "hydra.sweeper.n_trials=3")
     assert f": {name}, " in result.stdout
@@ -83,9 +100,13 @@ def test_command_line_interval_replaces_the_default_space(tmp_path: Path):
 
 def test_hopeless_trials_are_pruned_early(tmp_path: Path):
     sweep(
-        tmp_path, "sweeper=random", "pruner=median", "optimizer.lr=choice(1e-6, 0.05)",
-        "trainer.max_epochs=4", "hydra.sweeper.n_trials=6",
-    )  # fmt: skip
+        tmp_path,
+        "sweeper=random",
+        "pruner=median",
+        "optimizer.lr=choice(1e-6, 0.05)",
+        "trainer.max_epochs=4",
+        "hydra.sweeper.n_trials=6",
+    )
     s = study(tmp_path)
     pruned = [t for t in s.trials if t.state == TrialState.PRUNED]
     assert pruned, states(s)
@@ -100,13 +121,19 @@ def test_diverged_and_raising_trials_fail_with_a_reason_and_the_sweep_goes_on(tm
     """lr=1e6 blows the loss up: FAIL "diverged", never COMPLETE nor best, though its accuracy is
     a number (chance); lr=1e-7 merely fails to learn and stays COMPLETE."""
     sweep(
-        tmp_path, "optimizer.lr=0.05,1e6,1e-7", "model.norm=batch,bogus", "trainer.max_epochs=2",
+        tmp_path,
+        "optimizer.lr=0.05,1e6,1e-7",
+        "model.norm=batch,bogus",
+        "trainer.max_epochs=2",
         "hydra.sweeper.max_failure_rate=0.9",
-    )  # fmt: skip
+    )
     s = study(tmp_path)
     assert states(s) == {"COMPLETE": 2, "FAIL": 4}
-    failed = {(t.params["optimizer.lr"], t.params["model.norm"]): t.user_attrs["fail_reason"]
-              for t in s.trials if t.state == TrialState.FAIL}  # fmt: skip
+    failed = {
+        (t.params["optimizer.lr"], t.params["model.norm"]): t.user_attrs["fail_reason"]
+        for t in s.trials
+        if t.state == TrialState.FAIL
+    }
     assert re.fullmatch(r"diverged: train/loss=(nan|inf) at epoch 0", failed[(1e6, "batch")])
     assert sum("model.norm" in r for r in failed.values()) == 3
     assert s.best_trial.params["optimizer.lr"] == 0.05
@@ -122,9 +149,13 @@ def test_too_many_failures_stop_the_sweep_with_a_message(tmp_path: Path):
 
 def test_joblib_launcher_runs_trials_in_parallel_processes(tmp_path: Path):
     sweep(
-        tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
-        "hydra.sweeper.n_trials=2", "pruner=median",
-    )  # fmt: skip
+        tmp_path,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=2",
+        "pruner=median",
+    )
     s = study(tmp_path)
     assert states(s) == {"COMPLETE": 2}
     assert all(t.intermediate_values for t in s.trials)  # reported from the worker processes
@@ -142,8 +173,9 @@ def test_multi_objective_study_reports_a_pareto_front(tmp_path: Path):
 def test_literal_password_in_storage_is_refused(tmp_path: Path):
     result = sweep(tmp_path, ok=False, storage="postgresql://user:hunter2@127.0.0.1:1/db")
     assert result.returncode != 0 and "hydra.sweeper.storage" in result.stderr
-    assert not any("hunter2" in p.read_text(errors="ignore")
-                   for p in tmp_path.rglob("*") if p.is_file())  # fmt: skip
+    assert not any(
+        "hunter2" in p.read_text(errors="ignore") for p in tmp_path.rglob("*") if p.is_file()
+    )
 
 
 @pytest.fixture
@@ -169,15 +201,51 @@ def postgres():
         return subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)
 
     steps = [
-        [bindir / "initdb", "-D", data, "-A", "trust", "--auth-host=scram-sha-256",
-         "-U", "postgres"],
-        [bindir / "pg_ctl", "-D", data, "-w", "-l", home / "pg.log", "-o",
-         f"-p {port} -k {sock} -c listen_addresses=127.0.0.1", "start"],
-        [bindir / "psql", "-h", sock, "-p", str(port), "-U", "postgres", "-c",
-         "CREATE USER sweep PASSWORD 'sweep-secret'"],
-        [bindir / "createdb", "-h", sock, "-p", str(port), "-U", "postgres", "-O", "sweep",
-         "studies"],
-    ]  # fmt: skip
+        [
+            bindir / "initdb",
+            "-D",
+            data,
+            "-A",
+            "trust",
+            "--auth-host=scram-sha-256",
+            "-U",
+            "postgres",
+        ],
+        [
+            bindir / "pg_ctl",
+            "-D",
+            data,
+            "-w",
+            "-l",
+            home / "pg.log",
+            "-o",
+            f"-p {port} -k {sock} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        [
+            bindir / "psql",
+            "-h",
+            sock,
+            "-p",
+            str(port),
+            "-U",
+            "postgres",
+            "-c",
+            "CREATE USER sweep PASSWORD 'sweep-secret'",
+        ],
+        [
+            bindir / "createdb",
+            "-h",
+            sock,
+            "-p",
+            str(port),
+            "-U",
+            "postgres",
+            "-O",
+            "sweep",
+            "studies",
+        ],
+    ]
     try:
         for cmd in steps:
             result = run(*map(str, cmd))

@@ -22,8 +22,17 @@ def test_run_learns_the_generated_set_and_writes_its_outputs(tmp_path: Path):
     # 4 classes: chance is 0.25; 100 test images put 0.6 eight standard errors above chance
     assert metrics["test/acc"] > 0.6
     assert metrics["val/acc_best"] >= metrics["val/acc"] > 0.6
-    for key in ("train/loss", "train/acc", "val/loss", "lr", "time/epoch_s", "time/images_per_s",
-                "model/params", "model/flops", "test/loss"):  # fmt: skip
+    for key in (
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "lr",
+        "time/epoch_s",
+        "time/images_per_s",
+        "model/params",
+        "model/flops",
+        "test/loss",
+    ):
         assert key in metrics, key
     assert metrics["model/flops"] > metrics["model/params"] > 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
@@ -61,8 +70,12 @@ def test_non_finite_objective_is_a_failed_run(value):
 
 
 def test_jpeg_folder_trains_and_its_cache_is_reused(jpeg_subset: Path, tmp_path: Path):
-    overrides = ["dataset=cifar10_folder", f"dataset.root={jpeg_subset}", "dataset.val_size=40",
-                 "trainer.max_epochs=1"]  # fmt: skip
+    overrides = [
+        "dataset=cifar10_folder",
+        f"dataset.root={jpeg_subset}",
+        "dataset.val_size=40",
+        "trainer.max_epochs=1",
+    ]
     cfg = compose_cfg(*overrides, tmp_path=tmp_path)
     metrics = train(cfg, tmp_path / "run1")
     assert metrics["epochs"] == 1 and 0 <= metrics["test/acc"] <= 1
@@ -88,8 +101,9 @@ def test_k_fold_objective_is_the_mean_over_folds(tmp_path: Path):
     before = OmegaConf.to_yaml(cfg)
     metrics = cross_validate(cfg, tmp_path / "cv")
     assert OmegaConf.to_yaml(cfg) == before  # the caller's config is untouched
-    folds = [json.loads((tmp_path / "cv" / f"fold{i}" / "metrics.json").read_text())
-             for i in range(3)]  # fmt: skip
+    folds = [
+        json.loads((tmp_path / "cv" / f"fold{i}" / "metrics.json").read_text()) for i in range(3)
+    ]
     assert metrics["cv/folds"] == 3
     assert metrics["val/acc_best"] == pytest.approx(sum(f["val/acc_best"] for f in folds) / 3)
     assert json.loads((tmp_path / "cv" / "metrics.json").read_text()) == metrics
@@ -110,15 +124,22 @@ def test_a_learning_rate_that_blows_the_loss_up_ends_the_run_as_diverged(tmp_pat
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "metrics.json").exists()  # no results for a diverged run
     # the same run with the check off trains on to the end: loss not finite, accuracy a number
-    cfg = compose_cfg("optimizer.lr=1e6", "trainer.max_epochs=3", "trainer.stop_on_nonfinite=false",
-                      tmp_path=tmp_path)  # fmt: skip
+    cfg = compose_cfg(
+        "optimizer.lr=1e6",
+        "trainer.max_epochs=3",
+        "trainer.stop_on_nonfinite=false",
+        tmp_path=tmp_path,
+    )
     metrics = train(cfg, tmp_path / "off")
     assert metrics["epochs"] == 3 and not math.isfinite(metrics["train/loss"])
 
 
 def test_a_diverged_single_run_exits_non_zero_with_one_line(tmp_path: Path):
-    result = run_cli("optimizer.lr=1e6", f"hydra.run.dir={tmp_path / 'run'}",
-                     f"dataset.cache_dir={tmp_path / 'cache'}")  # fmt: skip
+    result = run_cli(
+        "optimizer.lr=1e6",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+    )
     assert result.returncode != 0
     assert re.search(r"^error: diverged: train/loss=(nan|inf) at epoch 0$", result.stderr, re.M)
     assert "Traceback" not in result.stderr
@@ -129,8 +150,9 @@ def test_seed_repeats_write_each_seed_and_the_mean_and_std(tmp_path: Path):
 
     cfg = compose_cfg("repeats=3", "seed=5", "trainer.max_epochs=1", tmp_path=tmp_path)
     metrics = fit(cfg, tmp_path / "run", [], evaluate=False)
-    runs = [json.loads((tmp_path / "run" / f"seed{s}" / "metrics.json").read_text())
-            for s in (5, 6, 7)]  # fmt: skip
+    runs = [
+        json.loads((tmp_path / "run" / f"seed{s}" / "metrics.json").read_text()) for s in (5, 6, 7)
+    ]
     accs = [r["val/acc_best"] for r in runs]
     assert metrics["val/acc_best"] == pytest.approx(statistics.fmean(accs))
     assert metrics["val/acc_best_std"] == pytest.approx(statistics.pstdev(accs))

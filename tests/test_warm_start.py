@@ -38,8 +38,13 @@ def test_queued_points_run_first_and_a_warm_start_copies_without_retraining(tmp_
             "seed0",
             "seed1",
         }
-    sweep(tmp_path, f"hydra.sweeper.warm_start={first.study_name}", "hydra.sweeper.n_trials=2",
-          "name=second", f"hydra.sweep.dir={tmp_path / 'second'}")  # fmt: skip
+    sweep(
+        tmp_path,
+        f"hydra.sweeper.warm_start={first.study_name}",
+        "hydra.sweeper.n_trials=2",
+        "name=second",
+        f"hydra.sweep.dir={tmp_path / 'second'}",
+    )
     second = next(s for n, s in studies(tmp_path).items() if n.startswith("second-"))
     copied = [t for t in second.trials if "warm_start" in t.user_attrs]
     assert sorted(t.values for t in copied) == sorted(t.values for t in first.trials)
@@ -75,9 +80,20 @@ def test_a_define_by_run_space_is_known_to_the_checks():
 
     from cifar_sweep.spaces import per_layer
 
-    config = OmegaConf.create({"hydra": {"sweeper": {"per_layer": {
-        "count": "model.layers", "low": 2, "high": 4,
-        "choices": {"channels": [16, 32], "kernels": [3, 5]}}}}})  # fmt: skip
+    config = OmegaConf.create(
+        {
+            "hydra": {
+                "sweeper": {
+                    "per_layer": {
+                        "count": "model.layers",
+                        "low": 2,
+                        "high": 4,
+                        "choices": {"channels": [16, 32], "kernels": [3, 5]},
+                    }
+                }
+            }
+        }
+    )
     dists = _queue.distributions(SPACE, per_layer, config)
     assert {"model.layers", "model.channels.3", "model.kernels.0"} <= set(dists)
     _queue.enqueue(optuna.create_study(), [{"model.layers": 2, "model.channels.1": 32}], dists)

@@ -65,9 +65,13 @@ class TinyCNN(nn.Module):
             )
             c_in = c_out
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, hidden), nn.ReLU(),
-            nn.Dropout(dropout), nn.Linear(hidden, num_classes),
-        )  # fmt: skip
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(c_in, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         for conv in self.convs:
