@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 
 import optuna
 from hydra_plugins.hydra_optuna_sweeper._impl import (
@@ -85,6 +86,9 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
             self._sweep(arguments)
         except UserError as e:
             exit_with(e, log)
+        except KeyboardInterrupt:  # Ctrl-C: the loop has queued the running trials again
+            print("interrupted: running trials are queued to run first next time", file=sys.stderr)
+            sys.exit(130)
 
     def _sweep(self, arguments: list[str]) -> None:
         raw = OmegaConf.to_container(self.config.hydra.sweeper, resolve=False)
