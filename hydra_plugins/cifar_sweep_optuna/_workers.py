@@ -69,17 +69,13 @@ def _quoted(value: str) -> str:
 
 
 def command(config: DictConfig, worker: int, device: str) -> list[str]:
-    """The sweep command again, as worker `worker` on `device`, in the same sweep folder."""
-    hydra = config.hydra
-    keep = [o for o in hydra.overrides.hydra if o.split("=")[0].lstrip("+~") not in OWN_KEYS]
+    """This process's own command line again (`sys.orig_argv`: the module or script, every flag
+    and override), as worker `worker` on `device`, in the same sweep folder. Overrides added
+    at the end win: Hydra keeps an override's last value."""
     return [
         sys.executable,
-        "-m",
-        "cifar_sweep",
-        "-m",
-        *hydra.overrides.task,
-        *keep,
-        f"hydra.sweep.dir={_quoted(str(hydra.sweep.dir))}",
+        *sys.orig_argv[1:],
+        f"hydra.sweep.dir={_quoted(str(config.hydra.sweep.dir))}",
         "hydra.sweeper.workers=1",
         f"hydra.sweeper.worker={worker}",
         f"hydra.sweeper.devices=[{device}]",
