@@ -55,6 +55,31 @@ class OneProgressBar(TQDMProgressBar):
         return Tqdm(disable=True)
 
 
+def on_gpu(t: DictConfig) -> bool:
+    """Whether trainer.accelerator puts the run on a CUDA GPU."""
+    return t.accelerator in ("gpu", "cuda") or (
+        t.accelerator == "auto" and torch.cuda.is_available()
+    )
+
+
+def device_defaults(cfg: DictConfig) -> DictConfig:
+    """`cfg` with trainer.precision and trainer.channels_last `auto` decided for the device: on a
+    GPU bf16-mixed (16-mixed without bf16) and NHWC, where tensor cores want them; on the CPU
+    32-bit and NCHW. A copy: the caller's config stays as it was."""
+    t = cfg.trainer
+    if "auto" not in (t.precision, t.channels_last):
+        return cfg
+    gpu = on_gpu(t)
+    bf16 = gpu and torch.cuda.is_bf16_supported()
+    decided = {
+        "precision": ("bf16-mixed" if bf16 else "16-mixed" if gpu else "32")
+        if t.precision == "auto"
+        else t.precision,
+        "channels_last": gpu if t.channels_last == "auto" else t.channels_last,
+    }
+    return OmegaConf.merge(cfg, {"trainer": decided})
+
+
 def trainer_args(t: DictConfig) -> dict:
     """The trainer.* keys that are Lightning Trainer arguments; any other key is refused."""
     args = {k: v for k, v in t.items() if k not in RUNNER_KEYS}
@@ -108,6 +133,7 @@ def train(
     that fold of `dataset.folds` (cross-validation)."""
     t_start = time.perf_counter()
     check(cfg)
+    cfg = device_defaults(cfg)
     quiet_lightning()
     L.seed_everything(cfg.seed, verbose=False)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -138,3 +138,20 @@ def test_bad_repeats_are_refused(overrides, message):
 
     with pytest.raises(UserError, match=message):
         check(compose_cfg(*overrides))
+
+
+def test_precision_and_channels_last_default_to_what_the_device_wants(monkeypatch):
+    from cifar_sweep.train import device_defaults
+
+    cpu = device_defaults(compose_cfg())  # conftest's TINY runs on the CPU
+    assert (cpu.trainer.precision, cpu.trainer.channels_last) == ("32", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    gpu = device_defaults(compose_cfg("trainer.accelerator=auto"))
+    assert (gpu.trainer.precision, gpu.trainer.channels_last) == ("bf16-mixed", True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    old = device_defaults(compose_cfg("trainer.accelerator=gpu"))
+    assert old.trainer.precision == "16-mixed"
+    chosen = compose_cfg("trainer.accelerator=gpu", "trainer.precision=32")
+    assert device_defaults(chosen).trainer.precision == "32"  # a value given is kept
+    assert chosen.trainer.channels_last == "auto"  # the caller's config is not changed
