@@ -41,7 +41,7 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = self.loss(logits, y)
-        self.train_acc(logits, y)
+        self.train_acc.update(logits, y)  # the epoch value only: no per-batch compute
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         self._images += len(y)
