@@ -5,7 +5,7 @@ the same trials (count, model, data) with a different number of workers. Prints 
 trials per minute, and the busy fraction (time inside trials over workers x wall time).
 
     python benchmarks/sweep_workers.py             # CPU: 8 small trials, 1 and 2 workers
-    python benchmarks/sweep_workers.py --workers 1,2,4 dataset=cifar10_folder trainer.max_epochs=2
+    python benchmarks/sweep_workers.py --workers 1,2,4 trainer.max_epochs=2
 """
 
 import argparse
@@ -18,39 +18,41 @@ from pathlib import Path
 import optuna
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = [
+SWEEP = [
     "model=nas_cnn",
     "search_space=nas",
     "optimizer=adam",
     "scheduler=constant",
-    "dataset=synthetic",
-    "dataset.image_size=16",
-    "dataset.num_classes=10",
-    "dataset.train_per_class=100",
-    "dataset.val_size=200",
     "trainer.max_epochs=3",
     "trainer.progress_bar=false",
     "hydra.sweeper.n_trials=8",
     "sweeper=random",
 ]
+CPU_DATA = [  # a small generated set; on a GPU give dataset=cifar10_folder ... instead
+    "dataset=synthetic",
+    "dataset.image_size=16",
+    "dataset.num_classes=10",
+    "dataset.train_per_class=100",
+    "dataset.val_size=200",
+]
 
 
-def run(workers: int, overrides: list[str], out: Path) -> dict:
+def run(workers: int, overrides: list[str], out: Path, timeout: float | None = None) -> dict:
+    """One sweep of SWEEP + `overrides` with `workers` workers, in `out`: its figures."""
     storage = f"sqlite:///{out / 'studies.db'}"
     cmd = [
         sys.executable,
         "-m",
         "cifar_sweep",
         "-m",
-        *SMALL,
+        *SWEEP,
         *overrides,
         f"hydra.sweeper.workers={workers}",
         f"hydra.sweeper.storage={storage}",
         f"hydra.sweep.dir={out / 'sweep'}",
-        f"dataset.cache_dir={out / 'cache'}",
     ]
     t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=timeout)
     wall = time.perf_counter() - t0
     [name] = optuna.get_all_study_names(storage)
     trials = optuna.load_study(study_name=name, storage=storage).trials
@@ -71,8 +73,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in map(int, args.workers.split(",")):
             (Path(tmp) / str(n)).mkdir()
-            rows[n] = run(n, overrides, Path(tmp) / str(n))
-    print(" ".join([*SMALL, *overrides]))
+            rows[n] = run(n, [*CPU_DATA, *overrides], Path(tmp) / str(n))
+    print(" ".join([*SWEEP, *CPU_DATA, *overrides]))
     print(f"{'workers':>8}{'trials':>8}{'wall s':>9}{'trials/min':>12}{'busy':>7}{'speed-up':>10}")
     first = next(iter(rows.values()))
     for n, r in rows.items():

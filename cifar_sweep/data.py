@@ -31,17 +31,23 @@ class DeviceBatches:
         shuffle: bool,
         seed: int,
         channels_last: bool,
+        drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
     ):
-        self.x, self.y, self.batch_size = x, y, batch_size
+        self.x, self.y, self.batch_size, self.drop_last = x, y, batch_size, drop_last
         self.mean, self.std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
         self.augment, self.shuffle, self.channels_last = augment, shuffle, channels_last
         self.rank, self.world_size = rank, world_size
         self.generator = torch.Generator(device=x.device).manual_seed(seed)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.world_size / self.batch_size)
+        per_rank = len(self.x) / self.world_size
+        return (
+            int(per_rank // self.batch_size)
+            if self.drop_last
+            else math.ceil(per_rank / self.batch_size)
+        )
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n = len(self.x)
@@ -50,7 +56,7 @@ class DeviceBatches:
         else:
             order = torch.arange(n, device=self.x.device)
         order = order[self.rank :: self.world_size]
-        for i in range(0, len(order), self.batch_size):
+        for i in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[i : i + self.batch_size]
             xb = self.x[idx].float().div_(255)
             if self.augment is not None:
@@ -126,6 +132,7 @@ class ImageDataModule(L.LightningDataModule):
             shuffle=train,
             seed=self.seed,
             channels_last=self.channels_last,
+            drop_last=train and self.cfg.drop_last,
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
         )

@@ -90,6 +90,12 @@ def test_device_batches_keep_labels_with_their_images():
         seen += yb.tolist()
     assert sorted(seen) == list(range(n)) and seen != list(range(n))
     assert len(batches) == 4
+    # drop_last: three full batches, each epoch a different two images left out
+    batches.drop_last = True
+    epochs = [[yb.tolist() for _, yb in batches] for _ in range(2)]
+    assert len(batches) == 3 and all(len(e) == 3 and {len(b) for b in e} == {16} for e in epochs)
+    left_out = [set(range(n)) - {i for b in e for i in b} for e in epochs]
+    assert all(len(s) == 2 for s in left_out) and left_out[0] != left_out[1]
 
 
 def test_unknown_op_or_param_names_the_key():

@@ -1,0 +1,133 @@
+"""The README section "Measured on <gpu>", written from the campaign's results file.
+
+Published figures stand beside ours; a stage not yet run says so. The section sits between two
+marker comments and is replaced whole, so the rest of the README is never touched.
+"""
+
+import re
+from pathlib import Path
+
+JPEG = "CIFAR-10 (JPEG q75 copy)"
+PUBLISHED = {
+    "s2-nas": "72.62% val; 3 layers of 64 channels, kernels [5, 3, 5], lr 0.00113",
+    "s4-lr": "val 80.28 / 85.82 / 84.54 % at lr 0.001 / 0.01 / 0.1",
+    "s4-detached": "detached BatchNorm fails near 22% (loss above 80); BatchNorm learns",
+    "s0": "A 0.7218 val / 0.7199 test, 5.94 s/epoch; B 0.5973 / 0.5944, 2.58 s/epoch",
+    "s1": "91.91% test (20 trials)",
+    "s4-budget": "95.10% test after 300 epochs; goal: >= 95.1% in <= 60 epochs",
+    "airbench": "airbench94: 94% in 3.29 s on an A100",
+    "throughput": "goal: <= 1.0 s per ResNet-18 epoch (45k, bf16); runner <= 1.05x bare loop",
+    "workers": "-",
+    "gpu-tests": "-",
+}
+WHAT = {
+    "gpu-tests": "`pytest -m gpu`",
+    "throughput": "ResNet-18, 45k training images: best s/epoch through the runner",
+    "s2-nas": "`nas_hyperband`: 10 trials x 5 epochs, Hyperband; 30-epoch retrain",
+    "s4-lr": "`resnet18_lr`: 3 x 15 epochs",
+    "s4-detached": "`resnet18_detached_bn`: 15 epochs",
+    "s0": "`seq_vs_branch_random`, then the best of each model retrained",
+    "s1": "`resnet_dense_random`, reduced trial count",
+    "workers": "`nas_cnn` sweep of 8 trials with 1, 2, 4 workers on one GPU",
+    "s4-budget": "`resnet18_budget`: S4 pushed for speed",
+    "airbench": "PyPI airbench 0.1.8 on our tensors, and `fast94` through the runner",
+}
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def summary(name: str, entry: dict) -> str:
+    """One line of a stage's figures."""
+    f = entry.get("figures", {})
+    if name == "gpu-tests":
+        return f"{f.get('passed', 0)} passed, {f.get('failed', 0)} failed, {f.get('skipped', 0)} skipped"
+    if name == "throughput":
+        rows = f.get("rows", [])
+        if not rows:
+            return "no configuration measured"
+        best = min(rows, key=lambda r: r["runner_s_per_epoch"])
+        return (f"{best['runner_s_per_epoch']:.2f} s/epoch at batch {best['batch']}"
+                f"{' compiled' if best['compile'] else ''}, runner/bare {best['runner_over_bare']:.3f}, "
+                f"MFU {best['mfu']:.2f}")  # fmt: skip
+    if name == "s2-nas":
+        return (f"best val {_pct(f.get('best_val_acc'))}: {f.get('layers')} layers "
+                f"{f.get('channels')}, kernels {f.get('kernels')}, lr {f.get('lr') or 0:.3g}; "
+                f"retrain test {_pct(f.get('retrain_test_acc'))}")  # fmt: skip
+    if name == "s4-lr":
+        per = sorted(f.get("per_lr", {}).items(), key=lambda kv: float(kv[0]))
+        return " / ".join(_pct(v["val_acc"]) for _, v in per) + " at lr " + " / ".join(k for k, _ in per)
+    if name == "s4-detached":
+        per = f.get("per_norm", {})
+        return "; ".join(f"{k} {_pct(v['val_acc'])}, train loss {v['train_loss']:.3g}"
+                         for k, v in per.items() if v.get("train_loss") is not None)  # fmt: skip
+    if name == "s0":
+        m, r = f.get("models", {}), f.get("ratios", {})
+        parts = [f"{k} {_pct(v['val_acc'])} val / {_pct(v['test_acc'])} test, "
+                 f"{v['s_per_epoch']:.2f} s/epoch" for k, v in m.items() if v.get("s_per_epoch")]  # fmt: skip
+        if r:
+            parts.append(f"A/B: s/epoch {r['s_per_epoch_a_over_b']:.2f}, FLOPs "
+                         f"{r['flops_a_over_b']:.2f}, params {r['params_a_over_b']:.2f}")  # fmt: skip
+        return "; ".join(parts) or "no model retrained"
+    if name == "s1":
+        return f"best of {f.get('trials')} trials: {_pct(f.get('test_acc'))} test"
+    if name == "workers":
+        return "; ".join(f"{n} workers {r['wall_s']:.0f} s ({r['per_min']:.1f} trials/min)"
+                         for n, r in f.get("rows", {}).items())  # fmt: skip
+    if name == "s4-budget":
+        return f"{_pct(f.get('test_acc'))} test in {f.get('epochs')} epochs, {f.get('total_s') or 0:.0f} s"
+    if name == "airbench":
+        return f.get("summary", "not run")
+    return ""
+
+
+def throughput_table(entry: dict) -> list[str]:
+    lines = ["", "| compile | batch | runner s/epoch | bare s/epoch | runner/bare | images/s | MFU |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in entry.get("figures", {}).get("rows", []):
+        lines.append(f"| {'on' if r['compile'] else 'off'} | {r['batch']} | "
+                     f"{r['runner_s_per_epoch']:.3f} | {r['bare_s_per_epoch']:.3f} | "
+                     f"{r['runner_over_bare']:.3f} | {r['runner_images_per_s']:,.0f} | "
+                     f"{r['mfu']:.3f} |")  # fmt: skip
+    rate = entry.get("figures", {}).get("matmul_tflops")
+    if rate:
+        lines.append(f"\nMFU: training FLOPs (3 x forward) x images/s over a bf16 matrix product "
+                     f"measured at {rate:.0f} TFLOP/s in the same run. {entry.get('device')}, "
+                     f"torch {entry.get('torch')}.")  # fmt: skip
+    return lines
+
+
+def section(device: str, source, results: dict) -> str:
+    from campaign_stages import ALL
+
+    lines = [f"## Measured on {device}", "",
+             f"Written by `make campaign` from `{source}`. Data: {JPEG}, 45k/5k/10k unless the "
+             "study says otherwise; a trial count below the published one is the stage's budget "
+             "(9 minutes per stage).", "",
+             "| stage | what | published | ours | wall s |", "|---|---|---|---|---|"]  # fmt: skip
+    for name in ALL:
+        entry = results.get(name)
+        ours = "not measured yet" if entry is None else summary(name, entry)
+        if entry is not None and not entry.get("complete"):
+            ours += " (partial: the stage's time ran out)"
+        wall = "-" if entry is None else f"{entry['wall_s']:.0f}"
+        lines.append(f"| {name} | {WHAT[name]} | {PUBLISHED[name]} | {ours} | {wall} |")
+    if "throughput" in results:
+        lines += throughput_table(results["throughput"])
+    return "\n".join(lines) + "\n"
+
+
+def update(readme: Path, device: str, source, results: dict) -> None:
+    """Replace (or add, before "## Limits") the section for `device` in `readme`."""
+    begin, end = f"<!-- campaign: {device} -->", f"<!-- end campaign: {device} -->"
+    block = f"{begin}\n{section(device, source, results)}{end}\n"
+    text = readme.read_text()
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    elif "\n## Limits" in text:
+        text = text.replace("\n## Limits", f"\n{block}\n## Limits", 1)
+    else:
+        text += f"\n{block}"
+    readme.write_text(text)
