@@ -26,7 +26,8 @@ SMOKE = {  # per experiment: its model shrunk and its scale cut, for the CPU
     "seq_vs_branch_random": ["model.filters=8", "hydra.sweeper.n_trials=2", "trainer.max_epochs=1",
                              "retrain.epochs=1"],
     "resnet_dense_random": ["model.widths=[8,16]", "model.units=32", "trainer.max_epochs=1"],
-    "resnet18_budget": ["model.width=8", "trainer.max_epochs=2", "dataset.batch_size=64"],
+    "resnet18_budget": ["model.width=8", "trainer.max_epochs=2", "dataset.batch_size=64",
+                        "trainer.compile=false"],
 }  # fmt: skip
 
 

@@ -64,6 +64,7 @@ def experiment_overrides(name: str, tmp_path: Path) -> list[str]:
         *data,
         *SMALL[model],
         "trainer.max_epochs=1",
+        "trainer.compile=false",  # compiling costs a minute on a CPU
         f"dataset.cache_dir={tmp_path / 'cache'}",
     ]
 

@@ -24,3 +24,19 @@ def test_detached_batchnorm_differs_from_batchnorm_only_in_gradients():
     torch.testing.assert_close(xb.grad, weights * (detached.weight / std)[None, :, None, None])
     plain.eval(), detached.eval()
     torch.testing.assert_close(plain(x), detached(x))
+
+
+def test_detached_batchnorm_trains_under_bf16_autocast_like_batchnorm():
+    """Mixed precision hands the norm bf16 activations; its statistics stay float32."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3)
+    x = torch.randn(8, 3, 10, 10)
+    plain, detached = torch.nn.BatchNorm2d(4), DetachedBatchNorm2d(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = conv(x)
+        ya, yb = plain(h), detached(h)
+        yb.float().sum().backward()  # the step that failed: float32 running stats, bf16 input
+    assert yb.dtype == h.dtype == torch.bfloat16
+    torch.testing.assert_close(yb.float(), ya.float(), atol=0.05, rtol=0.05)
+    torch.testing.assert_close(detached.running_mean, plain.running_mean, atol=1e-2, rtol=1e-2)
+    assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()

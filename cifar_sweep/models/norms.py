@@ -16,15 +16,17 @@ class DetachedBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return super().forward(x)
-        mean = x.mean(dim=(0, 2, 3)).detach()
-        var = x.var(dim=(0, 2, 3), unbiased=False).detach()
+        xf = x.float()  # statistics in float32, as BatchNorm keeps them under bf16/fp16 autocast
+        mean = xf.mean(dim=(0, 2, 3)).detach()
+        var = xf.var(dim=(0, 2, 3), unbiased=False).detach()
         with torch.no_grad():  # running statistics exactly as nn.BatchNorm2d keeps them
             n = x.numel() / x.shape[1]
             self.running_mean.lerp_(mean, self.momentum)
             self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
             self.num_batches_tracked += 1
-        x_hat = (x - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + self.eps)
-        return x_hat * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        x_hat = (xf - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + self.eps)
+        out = x_hat * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return out.to(x.dtype)
 
 
 NORMS = {
