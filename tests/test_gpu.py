@@ -1,0 +1,176 @@
+"""What only a GPU shows: mixed precision, torch.compile inside Lightning, CUDA generators, the
+evaluation on the device, sweeps and shared GPUs, and steps that never wait for the host.
+
+Run with `pytest -m gpu` (or `make campaign STAGES=gpu-tests` on a lent device); without CUDA
+every test here is skipped, saying why.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_cfg, run_cli, states, study, sweep
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (a GPU test)"),
+]
+GPU = ["trainer.accelerator=gpu", "dataset.image_size=32", "dataset.train_per_class=300"]
+
+
+def gpu_cfg(tmp_path: Path, *overrides: str):
+    return compose_cfg(*GPU, *overrides, tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+@pytest.mark.parametrize("variant", ["trainer.channels_last=true", "trainer.compile=true"])
+def test_mixed_precision_training_learns(precision: str, variant: str, tmp_path: Path):
+    from cifar_sweep.train import train
+
+    cfg = gpu_cfg(
+        tmp_path,
+        f"trainer.precision={precision}",
+        variant,
+        "trainer.max_epochs=4",
+        "dataset.drop_last=true",
+        "optimizer.lr=0.05",
+    )
+    metrics = train(cfg, tmp_path / "run")
+    assert metrics["test/acc"] > 0.6  # 4 classes: chance is 0.25
+    assert metrics["gpu/peak_mem_gb"] > 0
+
+
+def test_device_augmentation_is_reproducible_per_seed_on_cuda():
+    from cifar_sweep.augment import build_augment
+    from cifar_sweep.data import DeviceBatches
+
+    x = torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8, device="cuda")
+    y = torch.arange(300, device="cuda")
+    ops = {
+        "crop": {"padding": 4},
+        "flip": {"p": 0.5},
+        "cutout": {"size": 8},
+        "rotation": {"degrees": 10},
+    }
+
+    def epoch(seed: int) -> list[torch.Tensor]:
+        batches = DeviceBatches(
+            x,
+            y,
+            batch_size=64,
+            mean=torch.zeros(3, device="cuda"),
+            std=torch.ones(3, device="cuda"),
+            augment=build_augment(ops),
+            shuffle=True,
+            seed=seed,
+            channels_last=True,
+        )
+        return [xb for xb, _ in batches]
+
+    first, again, other = epoch(1), epoch(1), epoch(2)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+    assert first[0].device.type == "cuda" and first[0].is_contiguous(
+        memory_format=torch.channels_last
+    )
+
+
+def test_evaluation_report_from_a_cuda_run(tmp_path: Path):
+    from cifar_sweep.train import train
+
+    cfg = gpu_cfg(tmp_path, "trainer.max_epochs=2")
+    metrics = train(cfg, tmp_path / "run", evaluate=True)
+    report = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert sum(map(sum, report["confusion_matrix"])) == 100  # every test image, once
+    assert report["accuracy"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert report["gpu/peak_mem_gb"] > 0 and 0 <= report["macro_auc_ovr"] <= 1
+
+
+def test_detached_batchnorm_under_bf16(tmp_path: Path):
+    from cifar_sweep.train import train
+
+    cfg = gpu_cfg(
+        tmp_path,
+        "model.norm=detached_batch",
+        "trainer.precision=bf16-mixed",
+        "trainer.max_epochs=2",
+    )
+    metrics = train(cfg, tmp_path / "run")
+    assert metrics["epochs"] == 2 and metrics["train/loss"] == metrics["train/loss"]  # finite
+
+
+def test_a_training_epoch_never_waits_for_the_host(tmp_path: Path):
+    """torch.cuda.set_sync_debug_mode("error") from the second step to the last but one, data
+    fetching, logging and the progress bar included: any host read there fails the run."""
+    import lightning as L
+
+    from cifar_sweep.train import train
+
+    class NoSyncInSteps(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if batch_idx == 1:  # the epoch's first and last steps may wait, once each
+                torch.cuda.set_sync_debug_mode("error")
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if batch_idx == trainer.num_training_batches - 2:
+                torch.cuda.set_sync_debug_mode("default")
+
+    cfg = gpu_cfg(
+        tmp_path,
+        "trainer.precision=bf16-mixed",
+        "trainer.max_epochs=2",
+        "trainer.progress_bar=true",
+        "dataset.batch_size=32",
+    )
+    try:
+        metrics = train(cfg, tmp_path / "run", [NoSyncInSteps()])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert metrics["epochs"] == 2
+
+
+def test_a_three_trial_sweep_with_median_pruning(tmp_path: Path):
+    sweep(
+        tmp_path,
+        *GPU,
+        "pruner=median",
+        "sweeper=random",
+        "hydra.sweeper.n_trials=3",
+        "optimizer.lr=choice(1e-6, 0.05)",
+        "trainer.max_epochs=4",
+    )
+    s = study(tmp_path)
+    assert sum(states(s).get(k, 0) for k in ("COMPLETE", "PRUNED")) == 3
+    assert all(t.intermediate_values for t in s.trials)  # each job reported from the GPU
+
+
+def test_two_workers_share_one_gpu(tmp_path: Path):
+    result = sweep(
+        tmp_path,
+        *GPU,
+        "hydra.sweeper.workers=2",
+        "hydra.sweeper.devices=[0]",
+        "hydra.sweeper.n_trials=4",
+        "trainer.max_epochs=3",
+    )
+    s = study(tmp_path)
+    assert states(s) == {"COMPLETE": 4}
+    assert {t.user_attrs["device"] for t in s.trials} == {"0"}
+    assert {t.user_attrs["worker"] for t in s.trials} == {0, 1}
+    a, b = ([t for t in s.trials if t.user_attrs["worker"] == w][0] for w in (0, 1))
+    assert a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
+    assert "worker 1: trial" in result.stdout + result.stderr
+
+
+def test_the_command_line_runs_on_the_gpu_by_default(tmp_path: Path):
+    """No accelerator, precision or layout flags: a GPU run gets bf16 and channels_last."""
+    done = run_cli(
+        "trainer.accelerator=auto",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    hparams = (tmp_path / "tb" / "hparams.yaml").read_text()
+    assert "precision: bf16-mixed" in hparams and "channels_last: true" in hparams
