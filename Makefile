@@ -43,10 +43,13 @@ WORKERS ?= 1,2
 bench-workers:  ## sweep wall time with 1 and 2 worker processes (WORKERS=1,2,4 on a GPU)
 	$(PY) benchmarks/sweep_workers.py --workers $(WORKERS)
 
+campaign:  ## the GPU campaign: stages not yet measured (STAGES=a,b to rerun; SMOKE=1: toy scale, CPU)
+	$(PY) benchmarks/campaign.py $(if $(STAGES),--stages $(STAGES)) $(if $(SMOKE),--smoke)
+
 tensorboard:  ## TensorBoard on every run and sweep
 	$(PY) -m tensorboard.main --logdir outputs
 
 clean:  ## remove outputs and caches (not data/)
 	rm -rf outputs .pytest_cache .ruff_cache
 
-.PHONY: help install test test-slow lint format train train-offline sweep bench bench-sweep bench-workers tensorboard clean
+.PHONY: help install test test-slow lint format train train-offline sweep bench bench-sweep bench-workers campaign tensorboard clean

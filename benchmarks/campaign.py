@@ -3,6 +3,7 @@
     python benchmarks/campaign.py                        # every stage not yet measured, in order
     python benchmarks/campaign.py --stages throughput    # named stages again
     python benchmarks/campaign.py --smoke                # every stage at toy scale, on the CPU
+    python benchmarks/campaign.py --render benchmarks/results/h100-80gb-hbm3.json   # README only
 
 Results go to benchmarks/results/<gpu>.json, one entry per stage, written after each stage (a
 run cut short goes on where it stopped); the README section "Measured on <gpu>" is rewritten
@@ -45,8 +46,9 @@ class Campaign:
         if smoke and not self.readme.exists():
             self.readme.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / "README.md", self.readme)
-        self.out = (self.results.parent.parent / "runs") if smoke else ROOT / "outputs" / "campaign"
-        self.budget_s = 40 if smoke else 530  # each stage is one device command of <= 9 minutes
+        self.out = base / "runs" if smoke else ROOT / "outputs" / "campaign"
+        # each stage is one device command of at most 9 minutes, start-up (wheels, data) included
+        self.budget_s = 40 if smoke else 480
         self.deadline = 0.0
 
     def left(self) -> float:
@@ -63,9 +65,12 @@ class Campaign:
             rc, output = done.returncode, done.stdout + done.stderr
         except subprocess.TimeoutExpired as e:
             rc, output = None, (e.stdout or b"").decode(errors="replace")
-        call = {"command": " ".join(args[2:] if args[0] == sys.executable else args),
-                "wall_s": round(time.perf_counter() - t0, 1), "rc": rc,
-                "stopped_by_deadline": rc is None}  # fmt: skip
+        call = {
+            "command": " ".join(args[2:] if args[0] == sys.executable else args),
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "rc": rc,
+            "stopped_by_deadline": rc is None,
+        }
         if rc not in (0, None):  # the end of what a failed command said, for the record
             call["output_tail"] = output[-1500:]
             print(output[-1500:], file=sys.stderr)
@@ -82,8 +87,12 @@ def save(c: Campaign, results: dict) -> None:
     """Write the results and the README section; copy both to $OUT for the device tool."""
     c.results.parent.mkdir(parents=True, exist_ok=True)
     c.results.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    campaign_readme.update(c.readme, c.device, c.results.relative_to(ROOT)
-                           if c.results.is_relative_to(ROOT) else c.results, results)  # fmt: skip
+    campaign_readme.update(
+        c.readme,
+        c.device,
+        c.results.relative_to(ROOT) if c.results.is_relative_to(ROOT) else c.results,
+        results,
+    )
     if os.environ.get("OUT"):
         out = Path(os.environ["OUT"])
         shutil.copy(c.results, out / c.results.name)
@@ -96,12 +105,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="toy scale on the CPU")
     parser.add_argument("--results", type=Path, help="the results file (default per device)")
     parser.add_argument("--readme", type=Path, help="the README whose section is rewritten")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="RESULTS",
+        help="only rewrite the README section from a results file (no GPU)",
+    )
     args = parser.parse_args(argv)
+    if args.render:  # e.g. after copying a device run's results file back
+        results = load(args.render)
+        device = next(iter(results.values()))["device"]
+        campaign_readme.update(args.readme or ROOT / "README.md", device, args.render, results)
+        return
     named = args.stages.split(",") if args.stages else []
     unknown = [s for s in named if s not in campaign_stages.ALL]
     if unknown:
-        sys.exit(f"error: --stages {','.join(unknown)}: no such stage; stages: "
-                 f"{', '.join(campaign_stages.ALL)}")  # fmt: skip
+        sys.exit(
+            f"error: --stages {','.join(unknown)}: no such stage; stages: "
+            f"{', '.join(campaign_stages.ALL)}"
+        )
     c = Campaign(smoke=args.smoke, results=args.results, readme=args.readme)
     results = load(c.results)
     todo = named or [s for s in campaign_stages.ALL if not results.get(s, {}).get("complete")]
@@ -110,13 +132,20 @@ def main(argv: list[str] | None = None) -> None:
         c.deadline = time.monotonic() + c.budget_s
         t0 = time.perf_counter()
         entry = campaign_stages.ALL[name](c, results.get(name, {}))
-        entry |= {"wall_s": round(time.perf_counter() - t0, 1), "device": c.device,
-                  "torch": torch.__version__, "date": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+        entry |= {
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "device": c.device,
+            "torch": torch.__version__,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
         entry.setdefault("complete", c.left() > 0)
         results[name] = entry
         save(c, results)
-        print(f"{name}: {'done' if entry['complete'] else 'partial'} in {entry['wall_s']} s: "
-              f"{campaign_readme.summary(name, entry)}", flush=True)  # fmt: skip
+        print(
+            f"{name}: {'done' if entry['complete'] else 'partial'} in {entry['wall_s']} s: "
+            f"{campaign_readme.summary(name, entry)}",
+            flush=True,
+        )
     print(f"results: {c.results}\nREADME section: {c.readme}")
 
 

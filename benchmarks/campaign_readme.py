@@ -42,70 +42,103 @@ def summary(name: str, entry: dict) -> str:
     """One line of a stage's figures."""
     f = entry.get("figures", {})
     if name == "gpu-tests":
-        return f"{f.get('passed', 0)} passed, {f.get('failed', 0)} failed, {f.get('skipped', 0)} skipped"
+        return ", ".join(f"{f.get(k, 0)} {k}" for k in ("passed", "failed", "skipped"))
     if name == "throughput":
         rows = f.get("rows", [])
         if not rows:
             return "no configuration measured"
         best = min(rows, key=lambda r: r["runner_s_per_epoch"])
-        return (f"{best['runner_s_per_epoch']:.2f} s/epoch at batch {best['batch']}"
-                f"{' compiled' if best['compile'] else ''}, runner/bare {best['runner_over_bare']:.3f}, "
-                f"MFU {best['mfu']:.2f}")  # fmt: skip
+        return (
+            f"{best['runner_s_per_epoch']:.2f} s/epoch at batch {best['batch']}"
+            f"{' compiled' if best['compile'] else ''}, "
+            f"runner/bare {best['runner_over_bare']:.3f}, "
+            f"MFU {best['mfu']:.2f}"
+        )
     if name == "s2-nas":
-        return (f"best val {_pct(f.get('best_val_acc'))}: {f.get('layers')} layers "
-                f"{f.get('channels')}, kernels {f.get('kernels')}, lr {f.get('lr') or 0:.3g}; "
-                f"retrain test {_pct(f.get('retrain_test_acc'))}")  # fmt: skip
+        return (
+            f"best val {_pct(f.get('best_val_acc'))}: {f.get('layers')} layers "
+            f"{f.get('channels')}, kernels {f.get('kernels')}, lr {f.get('lr') or 0:.3g}; "
+            f"retrain test {_pct(f.get('retrain_test_acc'))}"
+        )
     if name == "s4-lr":
         per = sorted(f.get("per_lr", {}).items(), key=lambda kv: float(kv[0]))
-        return " / ".join(_pct(v["val_acc"]) for _, v in per) + " at lr " + " / ".join(k for k, _ in per)
+        return (
+            " / ".join(_pct(v["val_acc"]) for _, v in per)
+            + " at lr "
+            + " / ".join(k for k, _ in per)
+        )
     if name == "s4-detached":
         per = f.get("per_norm", {})
-        return "; ".join(f"{k} {_pct(v['val_acc'])}, train loss {v['train_loss']:.3g}"
-                         for k, v in per.items() if v.get("train_loss") is not None)  # fmt: skip
+        return "; ".join(
+            f"{k} {_pct(v['val_acc'])}, train loss {v['train_loss']:.3g}"
+            for k, v in per.items()
+            if v.get("train_loss") is not None
+        )
     if name == "s0":
         m, r = f.get("models", {}), f.get("ratios", {})
-        parts = [f"{k} {_pct(v['val_acc'])} val / {_pct(v['test_acc'])} test, "
-                 f"{v['s_per_epoch']:.2f} s/epoch" for k, v in m.items() if v.get("s_per_epoch")]  # fmt: skip
+        parts = [
+            f"{k} {_pct(v['val_acc'])} val / {_pct(v['test_acc'])} test, "
+            f"{v['s_per_epoch']:.2f} s/epoch"
+            for k, v in m.items()
+            if v.get("s_per_epoch")
+        ]
         if r:
-            parts.append(f"A/B: s/epoch {r['s_per_epoch_a_over_b']:.2f}, FLOPs "
-                         f"{r['flops_a_over_b']:.2f}, params {r['params_a_over_b']:.2f}")  # fmt: skip
+            parts.append(
+                f"A/B: s/epoch {r['s_per_epoch_a_over_b']:.2f}, FLOPs "
+                f"{r['flops_a_over_b']:.2f}, params {r['params_a_over_b']:.2f}"
+            )
         return "; ".join(parts) or "no model retrained"
     if name == "s1":
         return f"best of {f.get('trials')} trials: {_pct(f.get('test_acc'))} test"
     if name == "workers":
-        return "; ".join(f"{n} workers {r['wall_s']:.0f} s ({r['per_min']:.1f} trials/min)"
-                         for n, r in f.get("rows", {}).items())  # fmt: skip
+        return "; ".join(
+            f"{n} workers {r['wall_s']:.0f} s ({r['per_min']:.1f} trials/min)"
+            for n, r in f.get("rows", {}).items()
+        )
     if name == "s4-budget":
-        return f"{_pct(f.get('test_acc'))} test in {f.get('epochs')} epochs, {f.get('total_s') or 0:.0f} s"
+        seconds = f.get("total_s") or 0
+        return f"{_pct(f.get('test_acc'))} test in {f.get('epochs')} epochs, {seconds:.0f} s"
     if name == "airbench":
         return f.get("summary", "not run")
     return ""
 
 
 def throughput_table(entry: dict) -> list[str]:
-    lines = ["", "| compile | batch | runner s/epoch | bare s/epoch | runner/bare | images/s | MFU |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "",
+        "| compile | batch | runner s/epoch | bare s/epoch | runner/bare | images/s | MFU |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in entry.get("figures", {}).get("rows", []):
-        lines.append(f"| {'on' if r['compile'] else 'off'} | {r['batch']} | "
-                     f"{r['runner_s_per_epoch']:.3f} | {r['bare_s_per_epoch']:.3f} | "
-                     f"{r['runner_over_bare']:.3f} | {r['runner_images_per_s']:,.0f} | "
-                     f"{r['mfu']:.3f} |")  # fmt: skip
+        lines.append(
+            f"| {'on' if r['compile'] else 'off'} | {r['batch']} | "
+            f"{r['runner_s_per_epoch']:.3f} | {r['bare_s_per_epoch']:.3f} | "
+            f"{r['runner_over_bare']:.3f} | {r['runner_images_per_s']:,.0f} | "
+            f"{r['mfu']:.3f} |"
+        )
     rate = entry.get("figures", {}).get("matmul_tflops")
     if rate:
-        lines.append(f"\nMFU: training FLOPs (3 x forward) x images/s over a bf16 matrix product "
-                     f"measured at {rate:.0f} TFLOP/s in the same run. {entry.get('device')}, "
-                     f"torch {entry.get('torch')}.")  # fmt: skip
+        lines.append(
+            f"\nMFU: training FLOPs (3 x forward) x images/s over a bf16 matrix product "
+            f"measured at {rate:.3g} TFLOP/s in the same run. {entry.get('device')}, "
+            f"torch {entry.get('torch')}."
+        )
     return lines
 
 
 def section(device: str, source, results: dict) -> str:
     from campaign_stages import ALL
 
-    lines = [f"## Measured on {device}", "",
-             f"Written by `make campaign` from `{source}`. Data: {JPEG}, 45k/5k/10k unless the "
-             "study says otherwise; a trial count below the published one is the stage's budget "
-             "(9 minutes per stage).", "",
-             "| stage | what | published | ours | wall s |", "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"## Measured on {device}",
+        "",
+        f"Written by `make campaign` from `{source}`. Data: {JPEG}, 45k/5k/10k unless the "
+        "study says otherwise; a trial count below the published one is the stage's budget "
+        "(9 minutes per stage).",
+        "",
+        "| stage | what | published | ours | wall s |",
+        "|---|---|---|---|---|",
+    ]
     for name in ALL:
         entry = results.get(name)
         ours = "not measured yet" if entry is None else summary(name, entry)

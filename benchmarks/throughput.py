@@ -40,7 +40,7 @@ CPU_DEFAULTS = [
 
 
 def config(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(str(CONF), version_base=None):
+    with initialize_config_dir(str(CONF)):
         return device_defaults(compose("config", overrides=overrides))
 
 

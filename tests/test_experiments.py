@@ -19,6 +19,7 @@ from cifar_sweep.train import train
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 SMALL = {  # each study's model, shrunk for two CPU cores (by class name); the recipe stays
     "ResNet18": ["model.width=8"],
+    "FastCNN": ["model.stem=8", "model.widths=[8,16,16]"],
     "SeqCNN": ["model.filters=8"],
     "ResNetDense": ["model.widths=[8,16]", "model.units=32"],
     "NasCNN": ["model.channels=[8,8,8,8]"],

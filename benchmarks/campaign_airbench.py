@@ -1,0 +1,109 @@
+"""The campaign's stretch stage: PyPI's airbench (0.1.8) trained on our CIFAR-10 tensors, beside
+our `fast94` recipe through the runner; time to 94% test for each."""
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE_FAST94 = [
+    "model.stem=8",
+    "model.widths=[8,16,16]",
+    "trainer.max_epochs=1",
+    "trainer.compile=false",
+    "dataset.batch_size=64",
+]
+
+
+def ours(c, data: list[str]) -> tuple[dict, dict]:
+    out = c.out / "fast94"
+    shutil.rmtree(out, ignore_errors=True)
+    call = c.run(
+        sys.executable,
+        "-m",
+        "cifar_sweep",
+        "+experiment=fast94",
+        *data,
+        *(SMOKE_FAST94 if c.smoke else []),
+        f"hydra.run.dir={out}",
+        share=0.5,
+    )
+    m = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
+    train_s = m.get("time/epoch_s", 0) * m.get("epochs", 0)  # the last epoch's time, all epochs
+    acc = m.get("test/acc")
+    return call, {
+        "test_acc": acc,
+        "epochs": m.get("epochs"),
+        "train_s": train_s,
+        "total_s": m.get("time/total_s"),
+        "time_to_94_s": train_s if acc is not None and acc >= 0.94 else None,
+    }
+
+
+def theirs(c, data: list[str]) -> dict:
+    """airbench94 on our tensors: its CifarLoader reads cifar10/{train,test}.pt from the cwd."""
+    if c.smoke or not torch.cuda.is_available():
+        return {"note": "needs a CUDA GPU"}
+    try:
+        import airbench
+    except ImportError:
+        return {
+            "note": "airbench is not installed: pip install airbench==0.1.8 before "
+            "device-prep, which then packs it"
+        }
+    from omegaconf import OmegaConf
+
+    from cifar_sweep import sources
+
+    root = next(o.split("=", 1)[1] for o in data if o.startswith("dataset.root="))
+    cfg = OmegaConf.load(ROOT / "conf" / "dataset" / "cifar10.yaml")
+    cfg.merge_with({"source": "folder", "root": root, "image_size": None})
+    splits = sources.load(cfg)
+    work = c.out / "airbench" / "cifar10"
+    work.mkdir(parents=True, exist_ok=True)
+    for name, x, y in (
+        ("train", splits.train_x, splits.train_y),
+        ("test", splits.test_x, splits.test_y),
+    ):
+        torch.save(
+            {"images": x.permute(0, 2, 3, 1).contiguous(), "labels": y, "classes": splits.classes},
+            work / f"{name}.pt",
+        )
+    here = os.getcwd()
+    os.chdir(work.parent)
+    try:
+        airbench.warmup94(verbose=False)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        model = airbench.train94(verbose=False)
+        torch.cuda.synchronize()
+        train_s = time.perf_counter() - t0
+        test = airbench.CifarLoader("cifar10", train=False, batch_size=2000)
+        acc = airbench.evaluate(model, test, tta_level=2)
+    finally:
+        os.chdir(here)
+    return {"test_acc": acc, "train_s": train_s, "time_to_94_s": train_s if acc >= 0.94 else None}
+
+
+def _line(r: dict) -> str:
+    if r.get("test_acc") is None:
+        return r.get("note", "no result")
+    return f"{100 * r['test_acc']:.2f}% in {r['train_s']:.1f} s"
+
+
+def run(c, data: list[str]) -> dict:
+    call, mine = ours(c, data)
+    other = theirs(c, data)
+    return {
+        "figures": {
+            "fast94": mine,
+            "airbench94": other,
+            "summary": f"fast94 {_line(mine)}; airbench94 {_line(other)}",
+        },
+        "commands": [call],
+    }
