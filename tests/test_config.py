@@ -89,14 +89,14 @@ def test_dataset_options_compose(option, tmp_path: Path):
 
 
 def test_trainer_keys_are_lightning_trainer_arguments(tmp_path: Path):
-    from cifar_sweep.train import build_trainer
+    from cifar_sweep.train import build_trainer, device_defaults
 
     cfg = compose_cfg(
         "+trainer.max_steps=3",
         "+trainer.check_val_every_n_epoch=2",
         "trainer.early_stopping.patience=2",
     )
-    trainer = build_trainer(cfg, tmp_path, [])
+    trainer = build_trainer(device_defaults(cfg), tmp_path, [])
     assert trainer.max_steps == 3 and trainer.check_val_every_n_epoch == 2  # any Trainer argument
     assert trainer.max_epochs == cfg.trainer.max_epochs and trainer.num_sanity_val_steps == 0
     assert any(type(c).__name__ == "EarlyStopping" for c in trainer.callbacks)
