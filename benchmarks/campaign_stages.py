@@ -152,7 +152,8 @@ def throughput_stage(c, previous: dict) -> dict:
         for batch in batches:
             if any(r["batch"] == batch and r["compile"] == compiled for r in rows):
                 continue
-            if c.left() < (100 if compiled else 30) * (not c.smoke) + 2:
+            need = 2 if c.smoke else 100 if compiled else 30  # seconds: a compile takes about 1 min
+            if c.left() < need:
                 return {"figures": {"matmul_tflops": rate, "rows": rows}, "complete": False}
             rows.append(
                 throughput.measure(

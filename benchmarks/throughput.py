@@ -122,10 +122,12 @@ def measure(overrides: list[str], rate_tflops: float | None = None) -> dict:
     """Runner and bare loop for one configuration: s/epoch, images/s, ratio, MFU."""
     cfg = config(overrides)
     dev = device()
+    torch._dynamo.reset()  # each configuration compiles afresh, within dynamo's recompile limit
     with tempfile.TemporaryDirectory() as out:
         metrics = train(cfg, Path(out))
     runner_s = metrics["time/epoch_s"]  # the last epoch's training time
     images = metrics["time/images_per_s"] * runner_s
+    torch._dynamo.reset()
     bare_s = bare_loop(cfg, dev)
     rate = rate_tflops or matmul_tflops(dev)
     train_flops = 3 * metrics["model/flops"]  # forward + backward ~ 3 forwards
