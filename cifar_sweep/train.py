@@ -176,10 +176,12 @@ def train(
     if torch.cuda.is_available():
         metrics["gpu/peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
     if evaluate:
-        probs, labels = evaluation.predict(module.to(trainer.strategy.root_device),
-                                           data.test_dataloader())  # fmt: skip
-        evaluation.write(evaluation.report(probs, labels, data.classes, metrics), data.classes,
-                         out_dir)  # fmt: skip
+        probs, labels = evaluation.predict(
+            module.to(trainer.strategy.root_device), data.test_dataloader()
+        )
+        evaluation.write(
+            evaluation.report(probs, labels, data.classes, metrics), data.classes, out_dir
+        )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     log.info("metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
     return metrics
