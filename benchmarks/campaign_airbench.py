@@ -1,10 +1,7 @@
 """The campaign's stretch stage: PyPI's airbench (0.1.8) trained on our CIFAR-10 tensors, beside
 our `fast94` recipe through the runner; time to 94% test for each."""
 
-import json
 import os
-import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -20,20 +17,8 @@ SMOKE_FAST94 = [
 ]
 
 
-def ours(c, data: list[str]) -> tuple[dict, dict]:
-    out = c.out / "fast94"
-    shutil.rmtree(out, ignore_errors=True)
-    call = c.run(
-        sys.executable,
-        "-m",
-        "cifar_sweep",
-        "+experiment=fast94",
-        *data,
-        *(SMOKE_FAST94 if c.smoke else []),
-        f"hydra.run.dir={out}",
-        share=0.5,
-    )
-    m = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
+def ours(c, single) -> tuple[dict, dict]:
+    call, m = single(c, "fast94", "fast94", *(SMOKE_FAST94 if c.smoke else []), share=0.5)
     train_s = m.get("time/epoch_s", 0) * m.get("epochs", 0)  # the last epoch's time, all epochs
     acc = m.get("test/acc")
     return call, {
@@ -96,8 +81,9 @@ def _line(r: dict) -> str:
     return f"{100 * r['test_acc']:.2f}% in {r['train_s']:.1f} s"
 
 
-def run(c, data: list[str]) -> dict:
-    call, mine = ours(c, data)
+def run(c, data: list[str], single) -> dict:
+    """`single` runs one experiment as the other stages do (campaign_stages.single)."""
+    call, mine = ours(c, single)
     other = theirs(c, data)
     return {
         "figures": {

@@ -299,19 +299,26 @@ def workers(c, previous: dict) -> dict:
     return {"figures": {"rows": rows}}
 
 
-def s4_budget(c, previous: dict) -> dict:
-    out = c.out / "s4-budget"
+def single(c, stage: str, experiment: str, *extra: str, share: float = 1.0) -> tuple[dict, dict]:
+    """`+experiment` as one run in a fresh folder; (the call, its metrics.json)."""
+    out = c.out / stage
     shutil.rmtree(out, ignore_errors=True)
     call = c.run(
         sys.executable,
         "-m",
         "cifar_sweep",
-        "+experiment=resnet18_budget",
+        f"+experiment={experiment}",
         *data(c),
-        *scale(c, "resnet18_budget"),
+        *extra,
         f"hydra.run.dir={out}",
+        share=share,
     )
-    m = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
+    metrics = out / "metrics.json"
+    return call, json.loads(metrics.read_text()) if metrics.exists() else {}
+
+
+def s4_budget(c, previous: dict) -> dict:
+    call, m = single(c, "s4-budget", "resnet18_budget", *scale(c, "resnet18_budget"))
     keys = {
         "test/acc": "test_acc",
         "epochs": "epochs",
@@ -325,7 +332,7 @@ def airbench(c, previous: dict) -> dict:
     """Stretch: PyPI's airbench (0.1.8) on our tensors, beside our fast94 recipe."""
     import campaign_airbench
 
-    return campaign_airbench.run(c, data(c))
+    return campaign_airbench.run(c, data(c), single)
 
 
 ALL = {

@@ -77,33 +77,28 @@ def test_ctrl_c_stops_every_worker_and_queues_their_trials_first(tmp_path: Path)
         assert s.trials[t.number].state == TrialState.COMPLETE
 
 
-def kill_and_rerun_at_once(tmp_path: Path, args: tuple, after: float) -> None:
-    """Start the sweep, kill -9 it (and its job) `after` seconds on, and rerun at once."""
-    proc = subprocess.Popen(
+def start(tmp_path: Path, *args: str) -> subprocess.Popen:
+    """The sweep in the background, in a process group of its own (kill -9 takes its job too)."""
+    return subprocess.Popen(
         sweep_cmd(tmp_path, *args),
         cwd=ROOT,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(after)
+
+
+def kill_9(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
 
 def test_a_rerun_right_after_kill_9_finishes_the_study_without_waiting(tmp_path: Path):
     args = ("hydra.sweeper.n_trials=4", "trainer.max_epochs=3", "sweeper=random")
-    proc = subprocess.Popen(
-        sweep_cmd(tmp_path, *args),
-        cwd=ROOT,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start(tmp_path, *args)
     wait_for(tmp_path, done=1)
     time.sleep(1.0)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_9(proc)
     before = study(tmp_path)
     done = {t.number: t.params for t in before.trials if t.state == TrialState.COMPLETE}
     [killed] = [t for t in before.trials if t.state == TrialState.RUNNING]
@@ -128,7 +123,9 @@ def test_kills_at_random_moments_never_lose_or_add_a_trial(tmp_path: Path):
     rng = random.Random(0)
     kept: dict[int, dict] = {}
     for _ in range(5):
-        kill_and_rerun_at_once(tmp_path, args, after=rng.uniform(0.5, 8.0))
+        proc = start(tmp_path, *args)
+        time.sleep(rng.uniform(0.5, 8.0))
+        kill_9(proc)  # and the next round reruns at once
         try:
             s = study(tmp_path)
         except ValueError:  # killed before the study was created
