@@ -1,7 +1,7 @@
 PY ?= .venv/bin/python
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9/.-]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
 install:  ## create .venv and install the project with its dev tools
 	python3 -m venv .venv
@@ -46,7 +46,7 @@ bench-workers:  ## sweep wall time with 1 and 2 worker processes (WORKERS=1,2,4 
 tensorboard:  ## TensorBoard on every run and sweep
 	$(PY) -m tensorboard.main --logdir outputs
 
-clean:  ## remove outputs and caches (not data/)
-	rm -rf outputs .pytest_cache .ruff_cache
+clean:  ## remove outputs, caches and build files (not data/)
+	rm -rf outputs .pytest_cache .ruff_cache build dist *.egg-info
 
 .PHONY: help install test test-slow lint format train train-offline sweep bench bench-sweep bench-workers tensorboard clean

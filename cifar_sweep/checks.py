@@ -17,25 +17,25 @@ from cifar_sweep.errors import UserError, did_you_mean
 
 INTEGERS = ("dataset.batch_size", "dataset.eval_batch_size", "trainer.max_epochs")
 # dataset.* keys that every source reads, and those of one source: any other key would be ignored
-DATASET_KEYS = {"source", "root", "cache_dir", "val_size", "split_seed", "folds", "batch_size",
-                "drop_last", "eval_batch_size", "mean", "std", "augment"}  # fmt: skip
+DATASET_KEYS = set(
+    "source root cache_dir val_size split_seed folds batch_size drop_last eval_batch_size mean std "
+    "augment".split()
+)
 SOURCE_KEYS = {
     "cifar10": set(),
     "folder": {"image_size"},
     "tiny_imagenet": {"image_size", "download"},
-    "synthetic": {
-        "num_classes",
-        "image_size",
-        "channels",
-        "train_per_class",
-        "test_per_class",
-        "noise",
-    },  # fmt: skip
+    "synthetic": set(
+        "num_classes image_size channels train_per_class test_per_class noise".split()
+    ),
 }
 SCHEDULER_KEYS = {"fn", "monitor", "warmup_epochs"}  # fn's own keys are its class's arguments
 # the keys the code passes itself when it builds each target
-PASSED = {"model": {"num_classes", "in_channels"}, "optimizer": {"params"},
-          "scheduler.fn": {"optimizer"}}  # fmt: skip
+PASSED = {
+    "model": {"num_classes", "in_channels"},
+    "optimizer": {"params"},
+    "scheduler.fn": {"optimizer"},
+}
 DATABASES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 STORAGE_FORMS = "sqlite:///FILE, postgresql://USER@HOST/DB, mysql://USER@HOST/DB or journal:FILE"
 

@@ -170,8 +170,8 @@ def command(args: list[str], case: Path) -> list[str]:
         f"hydra.sweeper.storage=sqlite:///{case / 'studies.db'}",
         f"dataset.cache_dir={case / 'cache'}",
     ]
-    return [sys.executable, "-m", "cifar_sweep", *(["-m"] if sweep else []),
-            *tiny([*own, *args[sweep:]])]  # fmt: skip
+    cli = [sys.executable, "-m", "cifar_sweep", *(["-m"] if sweep else [])]
+    return [*cli, *tiny([*own, *args[sweep:]])]
 
 
 def run(args: list[str], case: Path, full_error: bool = False) -> subprocess.CompletedProcess:
