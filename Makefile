@@ -43,10 +43,13 @@ WORKERS ?= 1,2
 bench-workers:  ## sweep wall time with 1 and 2 worker processes (WORKERS=1,2,4 on a GPU)
 	$(PY) benchmarks/sweep_workers.py --workers $(WORKERS)
 
+bench-startup: data/cifar10-jpeg  ## cached load of the JPEG copy, time to a bad value's error and to the first step
+	$(PY) benchmarks/startup.py
+
 tensorboard:  ## TensorBoard on every run and sweep
 	$(PY) -m tensorboard.main --logdir outputs
 
 clean:  ## remove outputs, caches and build files (not data/)
 	rm -rf outputs .pytest_cache .ruff_cache build dist *.egg-info
 
-.PHONY: help install test test-slow lint format train train-offline sweep bench bench-sweep bench-workers tensorboard clean
+.PHONY: help install test test-slow lint format train train-offline sweep bench bench-sweep bench-workers bench-startup tensorboard clean

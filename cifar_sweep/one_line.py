@@ -55,7 +55,7 @@ def one_line(e: Exception) -> str | None:
         )
     cause = e.__cause__
     if isinstance(cause, ConfigAttributeError | ConfigKeyError) and cause.full_key:
-        keys = [k for k in (cause.parent_node or {}) if k != "hydra"]
+        keys = [k for k in (cause.parent_node or {}) if k != "hydra" and not str(k).startswith("_")]
         hint = did_you_mean(cause.key, keys) or f"; +{cause.full_key}=... adds a new key"
         return f"{cause.full_key}: no such key{hint} (keys: {', '.join(map(str, keys))})"
     if isinstance(cause, ValidationError) and cause.full_key:
