@@ -1,7 +1,7 @@
 PY ?= .venv/bin/python
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9/.-]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
 install:  ## create .venv and install the project with its dev tools
 	python3 -m venv .venv
@@ -46,10 +46,13 @@ bench-workers:  ## sweep wall time with 1 and 2 worker processes (WORKERS=1,2,4 
 campaign:  ## the GPU campaign: stages not yet measured (STAGES=a,b to rerun; SMOKE=1: toy scale, CPU)
 	$(PY) benchmarks/campaign.py $(if $(STAGES),--stages $(STAGES)) $(if $(SMOKE),--smoke)
 
+bench-startup: data/cifar10-jpeg  ## cached load of the JPEG copy, time to a bad value's error and to the first step
+	$(PY) benchmarks/startup.py
+
 tensorboard:  ## TensorBoard on every run and sweep
 	$(PY) -m tensorboard.main --logdir outputs
 
-clean:  ## remove outputs and caches (not data/)
-	rm -rf outputs .pytest_cache .ruff_cache
+clean:  ## remove outputs, caches and build files (not data/)
+	rm -rf outputs .pytest_cache .ruff_cache build dist *.egg-info
 
-.PHONY: help install test test-slow lint format train train-offline sweep bench bench-sweep bench-workers campaign tensorboard clean
+.PHONY: help install test test-slow lint format train train-offline sweep bench bench-sweep bench-workers bench-startup campaign tensorboard clean

@@ -10,10 +10,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cifar_sweep.checks import check
+from cifar_sweep.config_dir import CONF
 from cifar_sweep.errors import UserError, exit_with
+from cifar_sweep.one_line import one_line_errors
 
 log = logging.getLogger("cifar_sweep")
-CONF = Path(__file__).resolve().parents[1] / "conf"  # absolute: the console script works anywhere
 # Hydra 1.4 instantiates configured callbacks and plugins without a whitelist; ours are trusted.
 warnings.filterwarnings(
     "ignore",
@@ -85,7 +86,8 @@ def pruning_callbacks(cfg: DictConfig, trial) -> list:
 
 
 def main() -> None:
-    run()
+    with one_line_errors():
+        run()
 
 
 if __name__ == "__main__":

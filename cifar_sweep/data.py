@@ -4,6 +4,7 @@ Batches are sliced, converted, augmented and normalized on that device, so there
 decoding and no worker process between the data and the model.
 """
 
+import logging
 import math
 from collections.abc import Callable, Iterator
 
@@ -13,7 +14,10 @@ from torch import Tensor
 
 from cifar_sweep import sources
 from cifar_sweep.augment import build_augment
+from cifar_sweep.checks import val_count
 from cifar_sweep.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class DeviceBatches:
@@ -75,6 +79,8 @@ class ImageDataModule(L.LightningDataModule):
         self.cfg, self.seed, self.channels_last, self.fold = cfg, seed, channels_last, fold
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self.classes: list[str] = []
+        self.mean: list[float] = []
+        self.std: list[float] = []
         self._on_device: dict[str, tuple[Tensor, Tensor]] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -82,11 +88,6 @@ class ImageDataModule(L.LightningDataModule):
             return
         data = sources.load(self.cfg)
         n = len(data.train_x)
-        if not 0 <= self.cfg.val_size < n:
-            raise UserError(
-                f"dataset.val_size={self.cfg.val_size} must be >= 0 and below the {n} "
-                "training images"
-            )
         g = torch.Generator().manual_seed(self.cfg.split_seed)
         order = torch.randperm(n, generator=g)
         if self.fold is not None:  # k-fold: validate on the fold-th of k equal parts
@@ -94,15 +95,41 @@ class ImageDataModule(L.LightningDataModule):
             val = order[self.fold * size : (self.fold + 1) * size]
             train = torch.cat([order[: self.fold * size], order[(self.fold + 1) * size :]])
         else:
-            val, train = order[: self.cfg.val_size], order[self.cfg.val_size :]
+            count = val_count(self.cfg.val_size, n)
+            val, train = order[:count], order[count:]
         self.splits = {
             "train": (data.train_x[train], data.train_y[train]),
             "val": (data.train_x[val], data.train_y[val]),
             "test": (data.test_x, data.test_y),
         }
         self.classes = data.classes
-        if len(self.cfg.mean) != self.channels or len(self.cfg.std) != self.channels:
-            raise UserError(f"dataset.mean and dataset.std need {self.channels} values")
+        self.mean, self.std = self._normalization(data)
+
+    def _normalization(self, data: sources.Splits) -> tuple[list[float], list[float]]:
+        """dataset.mean/std, or where null the training images' own (computed with the cache)."""
+        out = []
+        for key, measured in (("mean", data.mean), ("std", data.std)):
+            given = self.cfg[key]
+            if given is not None and len(given) != self.channels:
+                raise UserError(
+                    f"dataset.{key} has {len(given)} values but the images have "
+                    f"{self.channels} channel(s): give {self.channels}, or null to use the "
+                    f"training images' own ({', '.join(f'{v:.4f}' for v in measured)})"
+                )
+            out.append(list(given) if given is not None else measured)
+        log.info(
+            "dataset: %d classes, %d training, %d validation, %d test images of %s; "
+            "normalized with mean %s, std %s%s",
+            self.num_classes,
+            len(self.splits["train"][0]),
+            len(self.splits["val"][0]),
+            len(self.splits["test"][0]),
+            "x".join(map(str, self.image_shape)),
+            [round(v, 4) for v in out[0]],
+            [round(v, 4) for v in out[1]],
+            "" if self.cfg.mean is not None and self.cfg.std is not None else " (measured)",
+        )
+        return out[0], out[1]
 
     @property
     def num_classes(self) -> int:
@@ -126,8 +153,8 @@ class ImageDataModule(L.LightningDataModule):
             x,
             y,
             batch_size=self.cfg.batch_size if train else self.cfg.eval_batch_size,
-            mean=torch.tensor(list(self.cfg.mean), device=device),
-            std=torch.tensor(list(self.cfg.std), device=device),
+            mean=torch.tensor(self.mean, device=device),
+            std=torch.tensor(self.std, device=device),
             augment=build_augment(self.cfg.augment) if train else None,
             shuffle=train,
             seed=self.seed,

@@ -19,8 +19,9 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from cifar_sweep import study as contract
-from cifar_sweep.__main__ import CONF
+from cifar_sweep.config_dir import CONF
 from cifar_sweep.errors import UserError, exit_with
+from cifar_sweep.one_line import one_line_errors
 
 log = logging.getLogger("cifar_sweep.retrain")
 
@@ -87,4 +88,5 @@ def run(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    run()
+    with one_line_errors():
+        run()

@@ -1,7 +1,8 @@
 """Dataset sources decoded once into uint8 tensors, cached under `dataset.cache_dir`.
 
-The cache key hashes the source's files (paths, sizes, modification times), so editing the data
-rebuilds the cache and nothing else does.
+The cache key hashes the source's files (paths, sizes, modification times), so editing, adding or
+removing an image rebuilds the cache and nothing else does. The training images' per-channel mean
+and std are computed when the cache is built and stored in it (used when dataset.mean/std are null).
 """
 
 import hashlib
@@ -15,25 +16,31 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from cifar_sweep import folders
+from cifar_sweep.checks import unwritable
 from cifar_sweep.errors import UserError
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+CACHE_VERSION = 2  # part of the key: a cache written by older code is never read
 OFFLINE_HINT = (
     "offline, use dataset=cifar10_folder dataset.root=<ImageFolder tree>, e.g. the JPEG copy "
     "unpacked from ../shared/data/cifar10-jpeg.tar.xz"
 )
+TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 
 
 @dataclass
 class Splits:
-    """Images as uint8 (N, C, H, W) and labels as int64, for the training and test splits."""
+    """Images as uint8 (N, C, H, W) and labels as int64, for the training and test splits; the
+    training images' per-channel mean and std in [0, 1] units."""
 
     train_x: Tensor
     train_y: Tensor
     test_x: Tensor
     test_y: Tensor
     classes: list[str]
+    mean: list[float]
+    std: list[float]
 
 
 def load(cfg) -> Splits:
@@ -42,40 +49,89 @@ def load(cfg) -> Splits:
         return synthetic(cfg)
     root = Path(cfg.root)
     if cfg.source == "cifar10":
-        paths = _download_cifar10(root)
+        batches = _download_cifar10(root)
+        stamp = folders.stamp(root, [str(p) for p in batches])
         build = lambda: _read_cifar10(root)  # noqa: E731
     elif cfg.source in ("folder", "tiny_imagenet"):
         if cfg.source == "folder":
-            files, classes = _folder_files(root)
+            tree = folders.image_folder(root, stat=True)
         else:
-            files, classes = _tiny_imagenet_files(root, download=cfg.download)
-        paths = [f for split in files.values() for f, _ in split]
-        build = lambda: _read_folder(root, files, classes, cfg.image_size)  # noqa: E731
+            _download_tiny_imagenet(root, download=cfg.download)
+            tree = folders.tiny_imagenet(root, stat=True)
+        if tree.skipped:
+            log.info(
+                "dataset: skipped %d files that are not images, e.g. %s",
+                len(tree.skipped),
+                tree.skipped[0],
+            )
+        stamp = tree.stamp
+        build = lambda: _read_tree(tree, cfg.image_size)  # noqa: E731
     else:
         raise UserError(
             f"dataset.source={cfg.source!r} is not one of cifar10, folder, tiny_imagenet, synthetic"
         )
-    key = _fingerprint(cfg, paths)
-    path = Path(cfg.cache_dir) / f"{cfg.source}-{key}.pt"
-    if path.exists():
-        log.info("dataset: cached tensors %s", path)
-        return Splits(**torch.load(path))
-    t0 = time.perf_counter()
-    splits = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(vars(splits), tmp)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
-    log.info("dataset: decoded into %s in %.1f s", path, time.perf_counter() - t0)
+    key = f"{CACHE_VERSION}|{cfg.source}|{cfg.get('image_size')}|{stamp}"
+    path = Path(cfg.cache_dir) / f"{cfg.source}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+    return _read_cache(path) or _write_cache(path, cfg.cache_dir, build)
+
+
+def _read_cache(path: Path) -> Splits | None:
+    """The cached splits, or None when there is no cache or it cannot be read (it is rebuilt)."""
+    if not path.exists():
+        return None
+    try:
+        splits = Splits(**torch.load(path))
+    except Exception as e:  # truncated by a full disk, or not ours: decoding again is the fix
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        log.warning("dataset: cache %s is unreadable (%s); rebuilding it", path, reason)
+        return None
+    log.info("dataset: cached tensors %s", path)
     return splits
 
 
-def _fingerprint(cfg, files: list[Path]) -> str:
-    h = hashlib.sha1(f"{cfg.source}|{Path(cfg.root).resolve()}|{cfg.get('image_size')}".encode())
-    for f in files:
-        st = f.stat()
-        h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
+def _write_cache(path: Path, cache_dir: str, build) -> Splits:
+    """Decode with `build` and save atomically: a crash never leaves half a cache."""
+    blocker = unwritable(Path(cache_dir).absolute())
+    if blocker is not None:  # refused before decoding, which can take minutes
+        raise UserError(
+            f"dataset.cache_dir={cache_dir}: cannot write the cache there "
+            f"({blocker} is not a writable folder)"
+        )
+    t0 = time.perf_counter()
+    splits = build()
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(vars(splits), tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"dataset.cache_dir={cache_dir}: cannot write the cache ({e})") from None
+    log.info(
+        "dataset: decoded %d training and %d test images into %s in %.1f s; training images' "
+        "mean %s, std %s",
+        len(splits.train_x),
+        len(splits.test_x),
+        path,
+        time.perf_counter() - t0,
+        [round(m, 4) for m in splits.mean],
+        [round(s, 4) for s in splits.std],
+    )
+    return splits
+
+
+def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images (N, C, H, W) in [0, 1] units, exact (from a
+    histogram of the 256 values), without a float copy of the images."""
+    values = torch.arange(256, dtype=torch.float64) / 255
+    mean, std = [], []
+    for c in range(x.shape[1]):
+        counts = torch.bincount(x[:, c].reshape(-1), minlength=256).double()
+        m = (counts * values).sum() / counts.sum()
+        s = ((counts * (values - m) ** 2).sum() / counts.sum()).sqrt()
+        mean.append(m.item())
+        std.append(s.item() or 1.0)  # a constant channel: normalized to zero either way
+    return mean, std
 
 
 def _download_cifar10(root: Path) -> list[Path]:
@@ -97,103 +153,72 @@ def _read_cifar10(root: Path) -> Splits:
         ds = CIFAR10(str(root), train=train, download=False)
         out[f"{split}_x"] = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         out[f"{split}_y"] = torch.tensor(ds.targets, dtype=torch.int64)
-    return Splits(**out, classes=list(ds.classes))
+    return Splits(**out, classes=list(ds.classes), **_stats(out["train_x"]))
 
 
-def _folder_files(root: Path) -> tuple[dict[str, list[tuple[Path, int]]], list[str]]:
-    """(file, label) pairs of train/<class>/ and test/<class>/, labels from sorted class names."""
-    if not root.is_dir():
-        raise UserError(f"dataset.root={root} does not exist or is not a folder")
-    out, classes = {}, None
-    for split in ("train", "test"):
-        folder = root / split
-        names = sorted(d.name for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
-        if not names:
-            raise UserError(f"dataset.root={root}: {folder} has no <class>/ folders")
-        if classes is not None and names != classes:
-            raise UserError(f"dataset.root={root}: test/ classes differ from train/ classes")
-        classes = names
-        out[split] = [
-            (f, label)
-            for label, name in enumerate(names)
-            for f in sorted((folder / name).rglob("*"))
-            if f.suffix.lower() in IMAGE_SUFFIXES
-        ]
-        if not out[split]:
-            raise UserError(f"dataset.root={root}: {folder} holds no image files")
-    return out, classes
+def _download_tiny_imagenet(root: Path, *, download: bool) -> None:
+    if (root / "wnids.txt").exists() or not download:
+        return
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    try:
+        download_and_extract_archive(TINY_IMAGENET_URL, str(root.parent), remove_finished=True)
+    except Exception as e:
+        raise UserError(
+            f"dataset.root={root}: could not download Tiny ImageNet ({e}); offline, unzip "
+            "tiny-imagenet-200.zip and set dataset.root=<its folder> dataset.download=false"
+        ) from None
 
 
-TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
-
-
-def _tiny_imagenet_files(root: Path, *, download: bool) -> tuple[dict, list[str]]:
-    """The official tiny-imagenet-200 layout: train/<wnid>/images/*.JPEG for training, and the
-    labelled val/images/*.JPEG (val/val_annotations.txt) as our test split."""
-    if not (root / "wnids.txt").exists() and download:
-        from torchvision.datasets.utils import download_and_extract_archive
-
-        try:
-            download_and_extract_archive(TINY_IMAGENET_URL, str(root.parent), remove_finished=True)
-        except Exception as e:
-            raise UserError(
-                f"dataset.root={root}: could not download Tiny ImageNet ({e}); offline, unzip "
-                "tiny-imagenet-200.zip and set dataset.root=<its folder> dataset.download=false"
-            ) from None
-    for need in ("wnids.txt", "train", "val/val_annotations.txt"):
-        if not (root / need).exists():
-            raise UserError(f"dataset.root={root}: no {need} (the tiny-imagenet-200 layout)")
-    wnids = sorted((root / "wnids.txt").read_text().split())
-    label = {w: i for i, w in enumerate(wnids)}
-    names = {}
-    if (root / "words.txt").exists():
-        for line in (root / "words.txt").read_text().splitlines():
-            wnid, _, words = line.partition("\t")
-            names[wnid] = words.split(",")[0].strip()
-    train = [
-        (f, label[w]) for w in wnids for f in sorted((root / "train" / w / "images").glob("*"))
-    ]
-    test = []
-    for line in (root / "val" / "val_annotations.txt").read_text().splitlines():
-        fields = line.split("\t")
-        if len(fields) < 2 or fields[1] not in label:
-            raise UserError(f"dataset.root={root}: bad line in val_annotations.txt: {line!r}")
-        test.append((root / "val" / "images" / fields[0], label[fields[1]]))
-    if not train or not test:
-        raise UserError(f"dataset.root={root}: no training or validation images")
-    return {"train": train, "test": test}, [names.get(w, w) for w in wnids]
-
-
-def _read_folder(root: Path, files: dict, classes: list[str], image_size: int | None) -> Splits:
+def _read_tree(tree: folders.Tree, image_size: int | None) -> Splits:
+    """Decode every image: 1 channel if the first training image is grayscale, else RGB (an alpha
+    channel is dropped, as torchvision's ImageFolder does); resized to image_size if given."""
     from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2.functional import resize
+    from torchvision.transforms.v2.functional import resize, to_dtype
 
-    def decode(path: Path, mode: ImageReadMode) -> Tensor:
+    def decode(path: str, mode: ImageReadMode) -> Tensor:
         try:
-            return decode_image(str(path), mode=mode)
-        except RuntimeError:
-            raise UserError(f"dataset.root={root}: corrupt or unsupported image {path}") from None
+            img = decode_image(path, mode=mode)
+        except (RuntimeError, ValueError):
+            raise UserError(
+                f"dataset.root={tree.root}: corrupt or unsupported image {path}"
+            ) from None
+        return to_dtype(img, torch.uint8, scale=True)  # 16-bit PNGs
 
-    first = decode(files["train"][0][0], ImageReadMode.UNCHANGED)
-    mode = ImageReadMode.GRAY if first.shape[0] == 1 else ImageReadMode.RGB
+    first_path = tree.files["train"][0][0]
+    first = decode(first_path, ImageReadMode.UNCHANGED)
+    mode = ImageReadMode.GRAY if first.shape[0] in (1, 2) else ImageReadMode.RGB
 
-    def read(path: Path) -> Tensor:
+    def read(path: str) -> Tensor:
         img = decode(path, mode)
         return resize(img, [image_size, image_size], antialias=True) if image_size else img
 
     out = {}
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         for split in ("train", "test"):
-            images = list(pool.map(read, [f for f, _ in files[split]]))
-            shapes = {tuple(im.shape) for im in images}
-            if len(shapes) > 1:
-                raise UserError(
-                    f"dataset.root={root}: {split}/ images differ in size {sorted(shapes)[:3]}; "
-                    "set dataset.image_size to resize them"
-                )
+            paths = [p for p, _ in tree.files[split]]
+            images = list(pool.map(read, paths))
+            if not image_size:
+                _same_size(images, paths, first_path, tuple(first.shape[1:]))
             out[f"{split}_x"] = torch.stack(images)
-            out[f"{split}_y"] = torch.tensor([y for _, y in files[split]], dtype=torch.int64)
-    return Splits(**out, classes=classes)
+            out[f"{split}_y"] = torch.tensor([y for _, y in tree.files[split]], dtype=torch.int64)
+    return Splits(**out, classes=tree.classes, **_stats(out["train_x"]))
+
+
+def _same_size(images: list[Tensor], paths: list[str], first: str, size: tuple) -> None:
+    for img, path in zip(images, paths, strict=True):
+        if tuple(img.shape[1:]) != size:
+            h, w = img.shape[1:]
+            raise UserError(
+                f"{path} is {w}x{h} but {first} is {size[1]}x{size[0]}: set "
+                f"dataset.image_size=<pixels> (e.g. dataset.image_size={max(size)}) to resize "
+                "every image to that square size"
+            )
+
+
+def _stats(train_x: Tensor) -> dict:
+    mean, std = channel_stats(train_x)
+    return {"mean": mean, "std": std}
 
 
 def synthetic(cfg) -> Splits:
@@ -210,4 +235,5 @@ def synthetic(cfg) -> Splits:
 
     train_x, train_y = make(cfg.train_per_class)
     test_x, test_y = make(cfg.test_per_class)
-    return Splits(train_x, train_y, test_x, test_y, [f"class{i}" for i in range(k)])
+    classes = [f"class{i}" for i in range(k)]
+    return Splits(train_x, train_y, test_x, test_y, classes, **_stats(train_x))

@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from cifar_sweep import report, study
+from cifar_sweep.checks import check_sweep
 from cifar_sweep.errors import UserError, exit_with
 from cifar_sweep.targets import build
 from hydra_plugins.cifar_sweep_optuna import _queue, _workers
@@ -93,6 +94,7 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
     def _sweep(self, arguments: list[str]) -> None:
         raw = OmegaConf.to_container(self.config.hydra.sweeper, resolve=False)
         study.refuse_literal_password(raw.get("storage"))
+        check_sweep(self.config)  # values every trial would fail on, before the study is opened
         if not self.storage:
             raise UserError("hydra.sweeper.storage is empty: a sweep needs a study storage")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
@@ -178,7 +180,8 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         if not (target.endswith("GridSampler") or auto_grid):
             return build(self.sampler_cfg), None
         if self.custom_search_space_extender or not all(map(_is_discrete, space.values())):
-            raise UserError("sweeper=grid needs a search space of finite lists only")
+            ranges = [k for k, d in space.items() if not _is_discrete(d)] or ["custom space"]
+            raise UserError(f"{ranges[0]}: sweeper=grid needs finite lists (a,b,c or choice())")
         grid = {name: self._to_grid_sampler_choices(d) for name, d in space.items()}
         seed = (self.sampler_cfg or {}).get("seed")
         return optuna.samplers.GridSampler(grid, seed=seed), math.prod(map(len, grid.values()))
