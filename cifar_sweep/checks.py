@@ -205,24 +205,28 @@ def _storage(url) -> None:
     """A storage URL that Optuna can open: refused before a minute of connection retries."""
     if not isinstance(url, str) or not url or url.startswith("journal:"):
         return
-    shown = re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)  # no password on the screen
+    if "${" not in url and re.search(r"://[^:/@]*:[^@/]+@", url):
+        raise UserError(
+            "hydra.sweeper.storage holds a literal password, which Hydra would save under "
+            "outputs/; write it as postgresql://user:${oc.env:PGPASSWORD}@host/db"
+        )
     scheme = url.partition("://")[0] if "://" in url else ""
     database = scheme.split("+")[0]
     if database not in DATABASES:
         named = f"unknown database {database!r}" if database else "not a storage URL"
         raise UserError(
-            f"hydra.sweeper.storage={shown}: {named}{did_you_mean(database, DATABASES)} "
+            f"hydra.sweeper.storage={url}: {named}{did_you_mean(database, DATABASES)} "
             f"(use {STORAGE_FORMS})"
         )
     if database == "sqlite" and not url.startswith(f"{scheme}:///"):
         raise UserError(
-            f"hydra.sweeper.storage={shown}: a sqlite URL has three slashes before a relative "
+            f"hydra.sweeper.storage={url}: a sqlite URL has three slashes before a relative "
             "path (sqlite:///outputs/studies.db) and four before an absolute one"
         )
-    _server_answers(url, shown)
+    _server_answers(url)
 
 
-def _server_answers(url: str, shown: str) -> None:
+def _server_answers(url: str) -> None:
     """A database server that answers at the URL's host and port (Optuna's own connection
     retries would take several seconds to say the same)."""
     from sqlalchemy.engine import make_url
@@ -238,6 +242,6 @@ def _server_answers(url: str, shown: str) -> None:
         socket.create_connection((parsed.host, port), timeout=5).close()
     except OSError as e:
         raise UserError(
-            f"hydra.sweeper.storage={shown}: no database server answers at "
+            f"hydra.sweeper.storage={url}: no database server answers at "
             f"{parsed.host}:{port} ({e.strerror or e})"
         ) from None

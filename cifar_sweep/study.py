@@ -52,17 +52,6 @@ def masked(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def refuse_literal_password(raw_url: str | None) -> None:
-    """Passwords come from the environment (${oc.env:VAR}): Hydra saves configs to outputs/."""
-    if not raw_url or raw_url.startswith("journal:") or "${" in raw_url:
-        return
-    if make_url(raw_url).password:
-        raise UserError(
-            "hydra.sweeper.storage holds a literal password, which Hydra would save under "
-            "outputs/; write it as postgresql://user:${oc.env:PGPASSWORD}@host/db"
-        )
-
-
 def open_storage(url: str, *, heartbeat_s: int, grace_s: int, max_retry: int):
     """An Optuna storage for `url`: sqlite/postgresql/mysql URLs or journal:<file>.
 

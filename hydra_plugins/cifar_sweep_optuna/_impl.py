@@ -25,7 +25,6 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from cifar_sweep import report, study
-from cifar_sweep.checks import check_sweep
 from cifar_sweep.errors import UserError, exit_with
 from cifar_sweep.targets import build
 from hydra_plugins.cifar_sweep_optuna import _queue, _workers
@@ -92,9 +91,6 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
             sys.exit(130)
 
     def _sweep(self, arguments: list[str]) -> None:
-        raw = OmegaConf.to_container(self.config.hydra.sweeper, resolve=False)
-        study.refuse_literal_password(raw.get("storage"))
-        check_sweep(self.config)  # values every trial would fail on, before the study is opened
         if not self.storage:
             raise UserError("hydra.sweeper.storage is empty: a sweep needs a study storage")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:

@@ -11,14 +11,19 @@ from hydra_plugins.cifar_sweep_optuna import config as _schema  # noqa: F401
 
 
 class CifarOptunaSweeper(Sweeper):
-    """Builds the sweep (`_impl`) on first use; the fields are `config.CifarOptunaSweeperConf`'s."""
+    """Checks the sweep's values, then builds it (`_impl`); the fields are those of
+    `config.CifarOptunaSweeperConf`."""
 
     def __init__(self, **fields):
-        from hydra_plugins.cifar_sweep_optuna._impl import CifarOptunaSweeperImpl
-
-        self.sweeper = CifarOptunaSweeperImpl(**fields)
+        self.fields = fields
 
     def setup(self, *, hydra_context, task_function, config) -> None:
+        from cifar_sweep.checks import check_sweep
+
+        check_sweep(config)  # a bad value is answered before the study's heavy imports
+        from hydra_plugins.cifar_sweep_optuna._impl import CifarOptunaSweeperImpl
+
+        self.sweeper = CifarOptunaSweeperImpl(**self.fields)
         self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> None:
