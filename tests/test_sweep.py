@@ -200,51 +200,15 @@ def postgres():
     def run(*cmd):  # noqa: E306
         return subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)
 
+    server = ["-h", sock, "-p", str(port), "-U", "postgres"]
+    log_file = home / "pg.log"
+    options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"
+    auth = ["-A", "trust", "--auth-host=scram-sha-256", "-U", "postgres"]
     steps = [
-        [
-            bindir / "initdb",
-            "-D",
-            data,
-            "-A",
-            "trust",
-            "--auth-host=scram-sha-256",
-            "-U",
-            "postgres",
-        ],
-        [
-            bindir / "pg_ctl",
-            "-D",
-            data,
-            "-w",
-            "-l",
-            home / "pg.log",
-            "-o",
-            f"-p {port} -k {sock} -c listen_addresses=127.0.0.1",
-            "start",
-        ],
-        [
-            bindir / "psql",
-            "-h",
-            sock,
-            "-p",
-            str(port),
-            "-U",
-            "postgres",
-            "-c",
-            "CREATE USER sweep PASSWORD 'sweep-secret'",
-        ],
-        [
-            bindir / "createdb",
-            "-h",
-            sock,
-            "-p",
-            str(port),
-            "-U",
-            "postgres",
-            "-O",
-            "sweep",
-            "studies",
-        ],
+        [bindir / "initdb", "-D", data, *auth],
+        [bindir / "pg_ctl", "-D", data, "-w", "-l", log_file, "-o", options, "start"],
+        [bindir / "psql", *server, "-c", "CREATE USER sweep PASSWORD 'sweep-secret'"],
+        [bindir / "createdb", *server, "-O", "sweep", "studies"],
     ]
     try:
         for cmd in steps:
