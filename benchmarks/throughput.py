@@ -22,11 +22,11 @@ from omegaconf import DictConfig
 
 from cifar_sweep import flops, sources
 from cifar_sweep.augment import build_augment
+from cifar_sweep.config_dir import CONF
 from cifar_sweep.data import DeviceBatches
 from cifar_sweep.targets import build
 from cifar_sweep.train import device_defaults, quiet_lightning, train
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 CPU_DEFAULTS = [
     "dataset=synthetic",
     "dataset.image_size=32",
