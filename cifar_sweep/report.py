@@ -23,6 +23,7 @@ from cifar_sweep import timeline  # noqa: E402
 from cifar_sweep.study import objective_names  # noqa: E402
 
 log = logging.getLogger(__name__)
+CONTOUR_PARAMS = 3  # the contour plot shows the 3 most important parameters, pairwise
 SINGLE = {
     "optimization_history": plots.plot_optimization_history,
     "param_importances": plots.plot_param_importances,
@@ -96,6 +97,7 @@ def write(study: optuna.Study, out_dir) -> list[Path]:
         target = names[0] if names else "Objective Value"
         todo = {name: partial(f, target_name=target) for name, f in SINGLE.items()}
         todo["intermediate_values"] = plots.plot_intermediate_values
+        todo["contour"] = partial(plots.plot_contour, params=_top_params(study), target_name=target)
     todo["timeline"] = timeline.plot
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # "unique value length" chatter
@@ -105,6 +107,16 @@ def write(study: optuna.Study, out_dir) -> list[Path]:
             return [path for name, plot in todo.items() if (path := _plot(study, name, plot, out))]
     finally:
         optuna.logging.set_verbosity(verbosity)
+
+
+def _top_params(study: optuna.Study) -> list[str]:
+    """The CONTOUR_PARAMS most important parameters (the first by name while importances cannot
+    be computed): the contour matrix grows with the square of its parameters, 4 s for 7."""
+    try:
+        ranked = list(optuna.importance.get_param_importances(study))
+    except Exception:  # e.g. a parameter space that changed between trials
+        ranked = []
+    return (ranked or sorted({p for t in study.trials for p in t.params}))[:CONTOUR_PARAMS]
 
 
 def _plot(study: optuna.Study, name: str, plot, out: Path) -> Path | None:

@@ -1,0 +1,34 @@
+"""The end-of-sweep report: its contour plot pairs the parameters that matter most."""
+
+from pathlib import Path
+
+import optuna
+
+from cifar_sweep import report
+
+
+def test_contour_pairs_the_three_most_important_of_six_parameters(tmp_path: Path):
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+    study.set_user_attr("objective", "val/acc_best")
+
+    def objective(trial):  # only lr and width matter; four parameters are noise
+        noise = [trial.suggest_float(f"noise{i}", 0, 1) for i in range(4)]
+        lr, width = trial.suggest_float("lr", 1e-3, 1, log=True), trial.suggest_int("width", 8, 64)
+        return -abs(lr - 0.1) * 10 + width / 64 + 0.001 * sum(noise)
+
+    study.optimize(objective, n_trials=30)
+    top = report._top_params(study)
+    assert len(top) == 3 and {"lr", "width"} <= set(top)
+    files = report.write(study, tmp_path)
+    assert tmp_path / "plots" / "contour.png" in files
+
+
+def test_a_study_without_finished_trials_still_gets_its_report(tmp_path: Path):
+    study = optuna.create_study()
+    for _ in range(2):
+        trial = study.ask()
+        [trial.suggest_float(n, 0, 1) for n in "abcde"]
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert report._top_params(study) == ["a", "b", "c"]  # no importances: the first by name
+    report.write(study, tmp_path)
+    assert (tmp_path / "optimization_results.yaml").exists()
