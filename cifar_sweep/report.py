@@ -113,7 +113,9 @@ def _top_params(study: optuna.Study) -> list[str]:
     """The CONTOUR_PARAMS most important parameters (the first by name while importances cannot
     be computed): the contour matrix grows with the square of its parameters, 4 s for 7."""
     try:
-        ranked = list(optuna.importance.get_param_importances(study))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "too few trials: importances equal" is fine here
+            ranked = list(optuna.importance.get_param_importances(study))
     except Exception:  # e.g. a parameter space that changed between trials
         ranked = []
     return (ranked or sorted({p for t in study.trials for p in t.params}))[:CONTOUR_PARAMS]
