@@ -23,16 +23,17 @@ import optuna
 from optuna.trial import TrialState
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMON = [
-    "model=nas_cnn",
-    "search_space=nas",
-    "optimizer=adam",
-    "scheduler=constant",
+NAS = ["model=nas_cnn", "search_space=nas", "optimizer=adam", "scheduler=constant"]
+CPU_DATA = [  # a small generated set: 10 classes of 16x16 images
     "dataset=synthetic",
     "dataset.image_size=16",
     "dataset.num_classes=10",
     "dataset.train_per_class=100",
     "dataset.val_size=200",
+]
+COMMON = [
+    *NAS,
+    *CPU_DATA,
     "dataset.noise=0.8",
     "trainer.max_epochs=6",
     "trainer.progress_bar=false",
@@ -40,24 +41,20 @@ COMMON = [
 ]
 
 
-def run(pruner: str, overrides: list[str], out: Path) -> dict:
+def sweep(args: list[str], out: Path, timeout: float | None = None) -> tuple[float, optuna.Study]:
+    """`python -m cifar_sweep -m <args>` on its own sqlite study in `out`: (wall s, the study)."""
     storage = f"sqlite:///{out / 'studies.db'}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "cifar_sweep",
-        "-m",
-        *COMMON,
-        f"pruner={pruner}",
-        *overrides,
-        f"hydra.sweeper.storage={storage}",
-        f"hydra.sweep.dir={out / 'sweep'}",
-    ]
+    own = [f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={out / 'sweep'}"]
+    cmd = [sys.executable, "-m", "cifar_sweep", "-m", *args, *own]
     t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=timeout)
     wall = time.perf_counter() - t0
     [name] = optuna.get_all_study_names(storage)
-    study = optuna.load_study(study_name=name, storage=storage)
+    return wall, optuna.load_study(study_name=name, storage=storage)
+
+
+def run(pruner: str, overrides: list[str], out: Path) -> dict:
+    wall, study = sweep([*COMMON, f"pruner={pruner}", *overrides], out)
     trials = study.trials
     in_trials = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
     beyond_train = []

@@ -9,53 +9,25 @@ trials per minute, and the busy fraction (time inside trials over workers x wall
 """
 
 import argparse
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import optuna
+from sweep_pruning import CPU_DATA, NAS, sweep  # on a GPU give dataset=cifar10_folder ...
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = [
-    "model=nas_cnn",
-    "search_space=nas",
-    "optimizer=adam",
-    "scheduler=constant",
+    *NAS,
     "trainer.max_epochs=3",
     "trainer.progress_bar=false",
     "hydra.sweeper.n_trials=8",
     "sweeper=random",
 ]
-CPU_DATA = [  # a small generated set; on a GPU give dataset=cifar10_folder ... instead
-    "dataset=synthetic",
-    "dataset.image_size=16",
-    "dataset.num_classes=10",
-    "dataset.train_per_class=100",
-    "dataset.val_size=200",
-]
 
 
 def run(workers: int, overrides: list[str], out: Path, timeout: float | None = None) -> dict:
     """One sweep of SWEEP + `overrides` with `workers` workers, in `out`: its figures."""
-    storage = f"sqlite:///{out / 'studies.db'}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "cifar_sweep",
-        "-m",
-        *SWEEP,
-        *overrides,
-        f"hydra.sweeper.workers={workers}",
-        f"hydra.sweeper.storage={storage}",
-        f"hydra.sweep.dir={out / 'sweep'}",
-    ]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=timeout)
-    wall = time.perf_counter() - t0
-    [name] = optuna.get_all_study_names(storage)
-    trials = optuna.load_study(study_name=name, storage=storage).trials
+    wall, study = sweep([*SWEEP, *overrides, f"hydra.sweeper.workers={workers}"], out, timeout)
+    trials = study.trials
     busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
     return {
         "trials": len(trials),
