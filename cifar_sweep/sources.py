@@ -120,9 +120,9 @@ def _write_cache(path: Path, cache_dir: str, build) -> Splits:
     return splits
 
 
-def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
+def channel_stats(x: Tensor) -> dict[str, list[float]]:
     """Per-channel mean and std of uint8 images (N, C, H, W) in [0, 1] units, exact (from a
-    histogram of the 256 values), without a float copy of the images."""
+    histogram of the 256 values), without a float copy of the images: Splits' mean and std."""
     values = torch.arange(256, dtype=torch.float64) / 255
     mean, std = [], []
     for c in range(x.shape[1]):
@@ -131,7 +131,7 @@ def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
         s = ((counts * (values - m) ** 2).sum() / counts.sum()).sqrt()
         mean.append(m.item())
         std.append(s.item() or 1.0)  # a constant channel: normalized to zero either way
-    return mean, std
+    return {"mean": mean, "std": std}
 
 
 def _download_cifar10(root: Path) -> list[Path]:
@@ -153,7 +153,7 @@ def _read_cifar10(root: Path) -> Splits:
         ds = CIFAR10(str(root), train=train, download=False)
         out[f"{split}_x"] = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         out[f"{split}_y"] = torch.tensor(ds.targets, dtype=torch.int64)
-    return Splits(**out, classes=list(ds.classes), **_stats(out["train_x"]))
+    return Splits(**out, classes=list(ds.classes), **channel_stats(out["train_x"]))
 
 
 def _download_tiny_imagenet(root: Path, *, download: bool) -> None:
@@ -202,7 +202,7 @@ def _read_tree(tree: folders.Tree, image_size: int | None) -> Splits:
                 _same_size(images, paths, first_path, tuple(first.shape[1:]))
             out[f"{split}_x"] = torch.stack(images)
             out[f"{split}_y"] = torch.tensor([y for _, y in tree.files[split]], dtype=torch.int64)
-    return Splits(**out, classes=tree.classes, **_stats(out["train_x"]))
+    return Splits(**out, classes=tree.classes, **channel_stats(out["train_x"]))
 
 
 def _same_size(images: list[Tensor], paths: list[str], first: str, size: tuple) -> None:
@@ -214,11 +214,6 @@ def _same_size(images: list[Tensor], paths: list[str], first: str, size: tuple) 
                 f"dataset.image_size=<pixels> (e.g. dataset.image_size={max(size)}) to resize "
                 "every image to that square size"
             )
-
-
-def _stats(train_x: Tensor) -> dict:
-    mean, std = channel_stats(train_x)
-    return {"mean": mean, "std": std}
 
 
 def synthetic(cfg) -> Splits:
@@ -236,4 +231,4 @@ def synthetic(cfg) -> Splits:
     train_x, train_y = make(cfg.train_per_class)
     test_x, test_y = make(cfg.test_per_class)
     classes = [f"class{i}" for i in range(k)]
-    return Splits(train_x, train_y, test_x, test_y, classes, **_stats(train_x))
+    return Splits(train_x, train_y, test_x, test_y, classes, **channel_stats(train_x))
