@@ -43,7 +43,7 @@ def theirs(c, data: list[str]) -> dict:
         }
     from omegaconf import OmegaConf
 
-    from cifar_sweep import sources
+    from cifar_sweep.data import sources
 
     root = next(o.split("=", 1)[1] for o in data if o.startswith("dataset.root="))
     cfg = OmegaConf.load(ROOT / "conf" / "dataset" / "cifar10.yaml")

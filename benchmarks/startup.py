@@ -28,8 +28,8 @@ HEAVY = ("torch", "lightning", "torchvision", "optuna", "sqlalchemy", "matplotli
 def cached_load(repeats: int = 5) -> None:
     from hydra import compose, initialize_config_dir
 
-    from cifar_sweep import folders, sources
     from cifar_sweep.config_dir import CONF
+    from cifar_sweep.data import sources, tree
 
     with initialize_config_dir(str(CONF)):
         cfg = compose("config", overrides=["dataset=cifar10_folder", f"dataset.root={JPEG}"])
@@ -41,7 +41,7 @@ def cached_load(repeats: int = 5) -> None:
         sources.load(cfg.dataset)
         total.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        folders.image_folder(JPEG, stat=True)
+        tree.image_folder(JPEG, stat=True)
         check.append(time.perf_counter() - t0)
     t, c = statistics.median(total), statistics.median(check)
     print(

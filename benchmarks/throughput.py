@@ -20,10 +20,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from cifar_sweep import flops, sources
-from cifar_sweep.augment import build_augment
+from cifar_sweep import flops
 from cifar_sweep.config_dir import CONF
-from cifar_sweep.data import DeviceBatches
+from cifar_sweep.data import sources
+from cifar_sweep.data.augment import build_augment
+from cifar_sweep.data.datamodule import DeviceBatches
 from cifar_sweep.targets import build
 from cifar_sweep.train import device_defaults, quiet_lightning, train
 

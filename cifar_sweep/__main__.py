@@ -11,8 +11,7 @@ from omegaconf import DictConfig
 
 from cifar_sweep.checks import check
 from cifar_sweep.config_dir import CONF
-from cifar_sweep.errors import UserError, exit_with
-from cifar_sweep.one_line import one_line_errors
+from cifar_sweep.errors import UserError, exit_with, one_line_errors
 
 log = logging.getLogger("cifar_sweep")
 # Hydra 1.4 instantiates configured callbacks and plugins without a whitelist; ours are trusted.
@@ -39,7 +38,7 @@ def run(cfg: DictConfig) -> float | list[float]:
         value = objective(metrics, cfg.objective)
         if trial is not None and cfg.repeats > 1:
             from cifar_sweep.repeats import seeds
-            from cifar_sweep.study import objective_names
+            from cifar_sweep.sweep.contract import objective_names
 
             std = [metrics[f"{name}_std"] for name in objective_names(cfg.objective)]
             trial.set_user_attr("seeds", seeds(cfg))
@@ -71,7 +70,7 @@ def sweep_trial(cfg: DictConfig, hc):
     """In a sweep job: the trial the sweeper handed this job; None in a plain run."""
     if "trial" not in cfg:
         return None
-    from cifar_sweep.study import job_trial
+    from cifar_sweep.sweep.contract import job_trial
 
     return job_trial(cfg, hc.sweeper)
 
@@ -80,7 +79,7 @@ def pruning_callbacks(cfg: DictConfig, trial) -> list:
     """Report the objective to the trial each epoch, for the pruner (single objectives only)."""
     if trial is None or not isinstance(cfg.objective, str):
         return []
-    from cifar_sweep.pruning import ReportToTrial
+    from cifar_sweep.sweep.pruning import ReportToTrial
 
     return [ReportToTrial(trial, monitor=cfg.objective)]
 

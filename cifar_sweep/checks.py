@@ -8,11 +8,13 @@ import inspect
 import os
 import re
 import socket
+import sys
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep import folders
+from cifar_sweep.data import tree
 from cifar_sweep.errors import UserError, did_you_mean
 
 INTEGERS = ("dataset.batch_size", "dataset.eval_batch_size", "trainer.max_epochs")
@@ -64,7 +66,7 @@ def check(cfg: DictConfig) -> None:
     _dataset(cfg.dataset)
     for key, passed in PASSED.items():
         _arguments(key, OmegaConf.select(cfg, key), passed)
-    from cifar_sweep.augment import build_augment
+    from cifar_sweep.data.augment import build_augment
 
     build_augment(cfg.dataset.augment)  # an unknown op or parameter, named before the data loads
 
@@ -174,8 +176,8 @@ def _dataset(d: DictConfig) -> None:
                 f"list of {rule}, one per channel"
             )
     if d.source == "folder" and not d.folds:  # before the heavy imports: the tree's file names
-        tree = folders.image_folder(Path(d.root), stat=False)
-        val_count(size, len(tree.files["train"]))
+        listing = tree.image_folder(Path(d.root), stat=False)
+        val_count(size, len(listing.files["train"]))
     elif d.source == "synthetic" and not d.folds:
         val_count(size, d.num_classes * d.train_per_class)
 
@@ -245,3 +247,20 @@ def _server_answers(url: str) -> None:
             f"hydra.sweeper.storage={url}: no database server answers at "
             f"{parsed.host}:{port} ({e.strerror or e})"
         ) from None
+
+
+class CheckOutputDir(Callback):
+    """Refuse an output folder that cannot be created, naming it (Hydra would show a traceback)."""
+
+    def _check(self, key: str, folder: str) -> None:
+        blocker = unwritable(Path(folder).absolute())
+        if blocker is not None:
+            message = f"{key}={folder}: cannot create it ({blocker} is not a writable folder)"
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(1)
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._check("hydra.run.dir", config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check("hydra.sweep.dir", config.hydra.sweep.dir)

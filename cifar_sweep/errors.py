@@ -1,10 +1,33 @@
-"""The one error type for user mistakes, and how a command reports it."""
+"""User mistakes as one line naming the key, option or path: our own errors (UserError), and
+Hydra's and OmegaConf's (an unknown option or key gets "did you mean"); HYDRA_FULL_ERROR=1 keeps
+tracebacks.
+
+Hydra prints its own errors over several lines (options, search path) and exits; with
+HYDRA_FULL_ERROR=1, its documented switch, it raises them instead, so they reach `one_line_errors`.
+"""
 
 import difflib
+import importlib
 import logging
 import os
+import re
 import sys
+from contextlib import contextmanager
 from typing import NoReturn
+
+from hydra.errors import (
+    ConfigCompositionException,
+    HydraException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    InterpolationResolutionError,
+    ValidationError,
+)
 
 # HYDRA_FULL_ERROR as the user set it: the command line sets HYDRA_FULL_ERROR=1 itself so that
 # Hydra's errors reach it, and passes the user's own value on to child processes in this one
@@ -34,3 +57,89 @@ def exit_with(error: UserError, log: logging.Logger) -> NoReturn:
         raise error
     print(f"error: {error}", file=sys.stderr)
     sys.exit(1)
+
+
+@contextmanager
+def one_line_errors():
+    """Around a Hydra command: a user's mistake exits 1 with one line on stderr, a bug raises."""
+    os.environ.setdefault(USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", ""))
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors instead of printing them
+    try:
+        yield
+    except Exception as e:
+        line = None if full_error_wanted() else one_line(e)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(1)
+
+
+def one_line(e: Exception) -> str | None:
+    """The error as one line, or None for an error that is not the user's (a bug: traceback)."""
+    if isinstance(e, UserError):
+        return str(e)
+    if isinstance(e, MissingConfigException) and e.options is not None:
+        group, _, name = (e.missing_cfg_file or "").rpartition("/")
+        return (
+            f"{group}={name}: no such option{did_you_mean(name, e.options)} "
+            f"(options: {', '.join(e.options)})"
+        )
+    cause = e.__cause__
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError) and cause.full_key:
+        keys = [k for k in (cause.parent_node or {}) if k != "hydra" and not str(k).startswith("_")]
+        hint = did_you_mean(cause.key, keys) or f"; +{cause.full_key}=... adds a new key"
+        return f"{cause.full_key}: no such key{hint} (keys: {', '.join(map(str, keys))})"
+    if isinstance(cause, ValidationError) and cause.full_key:
+        return f"{cause.full_key}: {_first_line(cause)}"
+    if isinstance(e, OverrideParseException):
+        typed = re.search(r"string: (.*) out of \[", str(e))
+        lines = str(e).splitlines()
+        why = lines[1] if len(lines) > 1 else lines[0]
+        return (
+            f"{typed.group(1) if typed else 'override'}: cannot parse it ({why}); "
+            "see https://hydra.cc/docs/advanced/override_grammar/basic/"
+        )
+    ambiguous = re.match(r"Ambiguous value for argument '(.*)'", str(e))
+    if ambiguous:
+        return (
+            f"{ambiguous.group(1)}: several values; add -m to sweep over them, or write [a,b] "
+            "for a list"
+        )
+    if isinstance(e, InstantiationException):
+        return _instantiation(str(e))
+    if isinstance(e, InterpolationResolutionError | ValidationError):
+        key = getattr(e, "full_key", None)
+        return f"{key}: {_first_line(e)}" if key else _first_line(e)
+    if isinstance(e, ConfigCompositionException | HydraException) or _raised_by_hydra(e):
+        text = str(e).replace("set env var HYDRA_FULL_ERROR=1 to see chained exception.", "")
+        line = "; ".join(s.strip() for s in text.splitlines() if s.strip())
+        return f"{line} ({_first_line(cause)})" if cause is not None else line
+    return None
+
+
+def _instantiation(text: str) -> str:
+    """'<key>: Error locating target 'x.Y'; did you mean x.Z?' from Hydra's instantiate error."""
+    key = re.search(r"full_key: (\S+)", text)
+    target = re.search(r"target '([^']+)'", text)
+    text = text.replace(", set env var HYDRA_FULL_ERROR=1 to see chained exception.", "")
+    lines = [s.strip() for s in text.splitlines() if s.strip() and not s.startswith("full_key")]
+    hint = ""
+    if target and text.startswith("Error locating target"):
+        module, _, name = target.group(1).rpartition(".")
+        try:
+            hint = did_you_mean(name, dir(importlib.import_module(module)))
+        except ImportError:
+            pass
+    return f"{key.group(1) + ': ' if key else ''}{'; '.join(lines)}{hint}"
+
+
+def _raised_by_hydra(e: Exception) -> bool:
+    """A plain error raised in Hydra's own code: a misuse of its flags (--cfg with -m)."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}hydra{os.sep}" in tb.tb_frame.f_code.co_filename
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -4,34 +4,15 @@ python -m cifar_sweep.report sqlite:///outputs/studies.db [study] [--out DIR]
 """
 
 import argparse
-import logging
 import sys
-import warnings
-from functools import partial
 from pathlib import Path
 
-import matplotlib
+import optuna
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
-from optuna.visualization import matplotlib as plots  # noqa: E402
-
-from cifar_sweep import timeline  # noqa: E402
-from cifar_sweep.study import objective_names  # noqa: E402
-
-log = logging.getLogger(__name__)
-CONTOUR_PARAMS = 3  # the contour plot shows the 3 most important parameters, pairwise
-SINGLE = {
-    "optimization_history": plots.plot_optimization_history,
-    "param_importances": plots.plot_param_importances,
-    "parallel_coordinate": plots.plot_parallel_coordinate,
-    "slice": plots.plot_slice,
-    "contour": plots.plot_contour,
-    "intermediate_values": plots.plot_intermediate_values,
-}
+from cifar_sweep.sweep import plots
+from cifar_sweep.sweep.contract import objective_names
 
 
 def table(study: optuna.Study) -> str:
@@ -87,55 +68,11 @@ def write(study: optuna.Study, out_dir) -> list[Path]:
     and the workers' timeline) to out_dir."""
     names = objective_names(study.user_attrs.get("objective", []))  # set by the sweeper
     out = Path(out_dir)
-    (out / "plots").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     print(table(study), flush=True)
     OmegaConf.save(OmegaConf.create(results(study)), out / "optimization_results.yaml")
     study.trials_dataframe().to_csv(out / "trials.csv", index=False)
-    if len(study.directions) > 1:
-        todo = {"pareto_front": lambda s: plots.plot_pareto_front(s, target_names=names or None)}
-    else:
-        target = names[0] if names else "Objective Value"
-        todo = {name: partial(f, target_name=target) for name, f in SINGLE.items()}
-        todo["intermediate_values"] = plots.plot_intermediate_values
-        todo["contour"] = partial(plots.plot_contour, params=_top_params(study), target_name=target)
-    todo["timeline"] = timeline.plot
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # "unique value length" chatter
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # experimental-API and few-trials notes, not errors
-            return [path for name, plot in todo.items() if (path := _plot(study, name, plot, out))]
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-
-
-def _top_params(study: optuna.Study) -> list[str]:
-    """The CONTOUR_PARAMS most important parameters (the first by name while importances cannot
-    be computed): the contour matrix grows with the square of its parameters, 4 s for 7."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "too few trials: importances equal" is fine here
-            ranked = list(optuna.importance.get_param_importances(study))
-    except Exception:  # e.g. a parameter space that changed between trials
-        ranked = []
-    return (ranked or sorted({p for t in study.trials for p in t.params}))[:CONTOUR_PARAMS]
-
-
-def _plot(study: optuna.Study, name: str, plot, out: Path) -> Path | None:
-    """Draw one plot into out/plots/<name>.png; say why in the log when it cannot be drawn."""
-    try:
-        ax = plot(study)
-    except Exception as e:  # e.g. importances need 2 completed trials
-        log.warning("plot %s not drawn: %s", name, e)
-        return None
-    fig = ax.flat[0].figure if hasattr(ax, "flat") else ax.figure
-    if name == "parallel_coordinate":  # one axis per parameter: room for their labels
-        n_params = len({p for t in study.trials for p in t.params})
-        fig.set_size_inches(max(6.4, 1.4 * (n_params + 1)), 5)
-    path = out / "plots" / f"{name}.png"
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return plots.draw(study, out, names)
 
 
 def main(argv: list[str] | None = None) -> None:

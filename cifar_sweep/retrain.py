@@ -18,10 +18,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
-from cifar_sweep import study as contract
 from cifar_sweep.config_dir import CONF
-from cifar_sweep.errors import UserError, exit_with
-from cifar_sweep.one_line import one_line_errors
+from cifar_sweep.errors import UserError, exit_with, one_line_errors
+from cifar_sweep.sweep import contract
 
 log = logging.getLogger("cifar_sweep.retrain")
 

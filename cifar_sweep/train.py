@@ -18,10 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_sweep import evaluation, flops
 from cifar_sweep.checks import check
-from cifar_sweep.data import ImageDataModule
+from cifar_sweep.classifier import Classifier
+from cifar_sweep.data.datamodule import ImageDataModule
 from cifar_sweep.divergence import StopOnNonFinite
 from cifar_sweep.errors import UserError
-from cifar_sweep.module import Classifier
 from cifar_sweep.targets import build
 
 log = logging.getLogger(__name__)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from cifar_sweep.augment import OPS, build_augment, crop, cutout, flip
-from cifar_sweep.data import DeviceBatches
+from cifar_sweep.data.augment import OPS, build_augment, crop, cutout, flip
+from cifar_sweep.data.datamodule import DeviceBatches
 from cifar_sweep.errors import UserError
 
 PARAMS = {

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, tiny
 from PIL import Image
 
-from cifar_sweep import sources
+from cifar_sweep.data import sources
 from cifar_sweep.errors import UserError
 
 # (arguments, what the one line must say); {tree} names a generated image tree, {case} the case's

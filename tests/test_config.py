@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import ROOT, compose_cfg
 
-from cifar_sweep.module import Classifier
+from cifar_sweep.classifier import Classifier
 from cifar_sweep.targets import build
 
 

@@ -11,8 +11,8 @@ import torch
 from conftest import compose_cfg, run_cli
 from PIL import Image
 
-from cifar_sweep import sources
-from cifar_sweep.data import ImageDataModule
+from cifar_sweep.data import sources
+from cifar_sweep.data.datamodule import ImageDataModule
 from cifar_sweep.errors import UserError
 
 

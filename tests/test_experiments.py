@@ -12,7 +12,7 @@ import yaml
 from conftest import ROOT, compose_cfg
 from torchvision.io import write_jpeg
 
-from cifar_sweep import sources
+from cifar_sweep.data import sources
 from cifar_sweep.targets import build
 from cifar_sweep.train import train
 

@@ -6,7 +6,7 @@ import torch
 from conftest import compose_cfg
 
 from cifar_sweep.errors import UserError
-from cifar_sweep.spaces import per_layer
+from cifar_sweep.sweep.spaces import per_layer
 from cifar_sweep.targets import build
 
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
-from cifar_sweep.pruning import ReportToTrial
+from cifar_sweep.sweep.pruning import ReportToTrial
 
 
 def test_a_missing_objective_warns_once_and_reports_nothing():

@@ -11,7 +11,7 @@ import pytest
 from conftest import compose_cfg, run_cli
 from omegaconf import OmegaConf
 
-from cifar_sweep import sources
+from cifar_sweep.data import sources
 from cifar_sweep.errors import UserError
 from cifar_sweep.train import objective, train
 

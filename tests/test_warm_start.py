@@ -10,7 +10,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from cifar_sweep.errors import UserError
-from hydra_plugins.cifar_sweep_optuna import _queue
+from cifar_sweep.sweep import queue
 
 SPACE = {
     "optimizer.lr": FloatDistribution(1e-4, 1e-1, log=True),
@@ -65,7 +65,7 @@ def test_queued_points_run_first_and_a_warm_start_copies_without_retraining(tmp_
 )
 def test_a_bad_queued_point_is_refused_naming_it(points, message):
     with pytest.raises(UserError, match=message):
-        _queue.enqueue(optuna.create_study(), points, SPACE)
+        queue.enqueue(optuna.create_study(), points, SPACE)
 
 
 def test_a_warm_start_from_a_missing_study_names_the_studies_there(tmp_path: Path):
@@ -78,7 +78,7 @@ def test_a_warm_start_from_a_missing_study_names_the_studies_there(tmp_path: Pat
 def test_a_define_by_run_space_is_known_to_the_checks():
     from omegaconf import OmegaConf
 
-    from cifar_sweep.spaces import per_layer
+    from cifar_sweep.sweep.spaces import per_layer
 
     config = OmegaConf.create(
         {
@@ -94,6 +94,6 @@ def test_a_define_by_run_space_is_known_to_the_checks():
             }
         }
     )
-    dists = _queue.distributions(SPACE, per_layer, config)
+    dists = queue.distributions(SPACE, per_layer, config)
     assert {"model.layers", "model.channels.3", "model.kernels.0"} <= set(dists)
-    _queue.enqueue(optuna.create_study(), [{"model.layers": 2, "model.channels.1": 32}], dists)
+    queue.enqueue(optuna.create_study(), [{"model.layers": 2, "model.channels.1": 32}], dists)

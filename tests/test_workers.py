@@ -167,8 +167,8 @@ def test_two_commands_on_one_study_share_it(tmp_path: Path):
 
 
 def test_a_trial_asked_past_n_trials_steps_back_without_counting_as_a_failure():
-    from hydra_plugins.cifar_sweep_optuna._loop import SURPLUS, drop_surplus
-    from hydra_plugins.cifar_sweep_optuna._loop import states as loop_states
+    from cifar_sweep.sweep.loop import SURPLUS, drop_surplus
+    from cifar_sweep.sweep.loop import states as loop_states
 
     s = optuna.create_study()
     for _ in range(4):
@@ -184,7 +184,7 @@ def test_a_trial_asked_past_n_trials_steps_back_without_counting_as_a_failure():
 def test_a_worker_whose_trial_overshoots_n_trials_runs_nothing_and_stops():
     """Force the race: another worker asks for the last trial between this worker's count and
     its own ask; this worker's trial (the higher number) steps back and is never launched."""
-    from hydra_plugins.cifar_sweep_optuna._loop import SURPLUS, WorkerLoop
+    from cifar_sweep.sweep.loop import SURPLUS, WorkerLoop
 
     s = optuna.create_study(direction="maximize")
     for _ in range(4):

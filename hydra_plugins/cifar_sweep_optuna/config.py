@@ -24,7 +24,7 @@ class CifarOptunaSweeperConf:
     max_failure_rate: float = 0.0
     params: Any = None
     custom_search_space: str | None = None
-    per_layer: Any = None  # read by cifar_sweep.spaces.per_layer
+    per_layer: Any = None  # read by cifar_sweep.sweep.spaces.per_layer
     heartbeat_s: int = 60
     grace_s: int = 180
     max_retry: int = 1

@@ -11,8 +11,8 @@ from hydra_plugins.cifar_sweep_optuna import config as _schema  # noqa: F401
 
 
 class CifarOptunaSweeper(Sweeper):
-    """Checks the sweep's values, then builds it (`_impl`); the fields are those of
-    `config.CifarOptunaSweeperConf`."""
+    """Checks the sweep's values, then builds it (`cifar_sweep.sweep.setup`); the fields are
+    those of `config.CifarOptunaSweeperConf`."""
 
     def __init__(self, **fields):
         self.fields = fields
@@ -21,7 +21,7 @@ class CifarOptunaSweeper(Sweeper):
         from cifar_sweep.checks import check_sweep
 
         check_sweep(config)  # a bad value is answered before the study's heavy imports
-        from hydra_plugins.cifar_sweep_optuna._impl import CifarOptunaSweeperImpl
+        from cifar_sweep.sweep.setup import CifarOptunaSweeperImpl
 
         self.sweeper = CifarOptunaSweeperImpl(**self.fields)
         self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)

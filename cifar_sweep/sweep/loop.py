@@ -12,15 +12,15 @@ from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
 from cifar_sweep.errors import UserError
-from cifar_sweep.study import FAIL_REASON, WARM_START, fail, trial_overrides
-from hydra_plugins.cifar_sweep_optuna import _recovery
+from cifar_sweep.sweep import recovery
+from cifar_sweep.sweep.contract import FAIL_REASON, WARM_START, fail, trial_overrides
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SURPLUS = "not run: the study already had n_trials (another worker asked at the same moment)"
 INTERRUPTED = "interrupted"
 # failures that are not the trial's fault, so not charged to the failure budget
-NOT_CHARGED = {SURPLUS: "surplus", INTERRUPTED: "interrupted", _recovery.DIED: "died"}
+NOT_CHARGED = {SURPLUS: "surplus", INTERRUPTED: "interrupted", recovery.DIED: "died"}
 
 
 class WorkerLoop:
@@ -57,7 +57,7 @@ class WorkerLoop:
         if reseeded:  # a rerun or a second worker: do not replay the seeded sequence
             study.sampler.reseed_rng()
         while True:
-            if _recovery.recover(study, max_retry=self.max_retry):  # this host's dead workers
+            if recovery.recover(study, max_retry=self.max_retry):  # this host's dead workers
                 log.info("%strials of dead workers failed and queued again", self.label)
             optuna.storages.fail_stale_trials(study)  # other hosts' killed workers, retried
             n = states(study)
@@ -77,12 +77,12 @@ class WorkerLoop:
                         "%s%d trials are running in other workers (%s); stopping",
                         self.label,
                         running,
-                        _recovery.where(elsewhere),
+                        recovery.where(elsewhere),
                     )
                 return
             trials = [study.ask() for _ in range(todo)]
             for t in trials:
-                _recovery.claim(t, worker=self.worker, device=self.device)
+                recovery.claim(t, worker=self.worker, device=self.device)
             trials = drop_surplus(study, trials, self.n_trials)
             if trials and not reseeded and trials[0].number != 0:  # another worker was first
                 study.sampler.reseed_rng()

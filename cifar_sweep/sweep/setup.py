@@ -4,8 +4,8 @@ What changes (each a measured problem of the stock sweeper): jobs get their tria
 and `optuna.TrialPruned` is recorded PRUNED; NaN, exceptions and out-of-memory are FAIL with a
 reason, within a failure budget; `n_trials` counts the study's finished trials, so a rerun or a
 second worker continues the same study; `workers` starts asynchronous worker processes pinned to
-devices (_workers); trials of dead workers are failed and retried at once on this host, after
-heartbeats elsewhere (_recovery); known points and earlier studies seed the study (_queue);
+devices (workers); trials of dead workers are failed and retried at once on this host, after
+heartbeats elsewhere (recovery); known points and earlier studies seed the study (queue);
 job folders are trial numbers; one report is written at the end.
 Search-space parsing, the custom search space and trial configuration are the library's.
 """
@@ -24,11 +24,11 @@ from hydra_plugins.hydra_optuna_sweeper._impl import (
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from cifar_sweep import report, study
+from cifar_sweep import report
 from cifar_sweep.errors import UserError, exit_with
+from cifar_sweep.sweep import contract, queue, workers
+from cifar_sweep.sweep.loop import FINISHED, WorkerLoop
 from cifar_sweep.targets import build
-from hydra_plugins.cifar_sweep_optuna import _queue, _workers
-from hydra_plugins.cifar_sweep_optuna._loop import FINISHED, WorkerLoop
 
 log = logging.getLogger(__name__)
 
@@ -101,31 +101,31 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         directions = self._get_directions()
         the_study = optuna.create_study(
             study_name=self._study_name(space, fixed, fixed_overrides, directions, sampler),
-            storage=study.open_storage(self.storage, **self.heartbeat),
+            storage=contract.open_storage(self.storage, **self.heartbeat),
             sampler=sampler,
-            pruner=study.pruner(self.config.hydra.sweeper),
+            pruner=contract.pruner(self.config.hydra.sweeper),
             directions=directions,
             load_if_exists=True,
         )
         log.info(
             "study %s in %s: %s, %s, %d trials wanted, %d finished already",
             the_study.study_name,
-            study.masked(self.storage),
+            contract.masked(self.storage),
             type(sampler).__name__,
             type(the_study.pruner).__name__,
             n_trials,
             len(the_study.get_trials(states=FINISHED)),
         )
-        names = study.objective_names(self.config.objective)
+        names = contract.objective_names(self.config.objective)
         the_study.set_user_attr("objective", names)  # names the values in later reports
         launching = self.worker is None  # not a worker started by another sweep process
         if launching:
-            dists = _queue.distributions(space, self.custom_search_space_extender, self.config)
-            _queue.enqueue(the_study, self.queue["enqueue"], dists)
-            _queue.warm_start(the_study, self.queue["warm_start"], self.config.hydra.sweeper, dists)
+            dists = queue.distributions(space, self.custom_search_space_extender, self.config)
+            queue.enqueue(the_study, self.queue["enqueue"], dists)
+            queue.warm_start(the_study, self.queue["warm_start"], self.config.hydra.sweeper, dists)
         try:
             if self.workers > 1:
-                _workers.run(self.config, self.workers, self.devices)
+                workers.run(self.config, self.workers, self.devices)
                 return
             loop = WorkerLoop(
                 study=the_study,
@@ -141,7 +141,7 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
                 heartbeat_s=self.heartbeat["heartbeat_s"],
                 max_retry=self.heartbeat["max_retry"],
                 worker=self.worker or 0,
-                device=_workers.pin(self.devices),
+                device=workers.pin(self.devices),
                 label="" if launching else f"worker {self.worker}: ",
             )
             loop.run()

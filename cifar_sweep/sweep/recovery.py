@@ -14,7 +14,7 @@ import psutil
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from cifar_sweep.study import FAIL_REASON
+from cifar_sweep.sweep.contract import FAIL_REASON
 
 DIED = "worker died"
 HOST = socket.gethostname()

@@ -10,7 +10,7 @@ import optuna
 from matplotlib.patches import Patch
 from optuna.trial import TrialState
 
-from cifar_sweep.study import WARM_START
+from cifar_sweep.sweep.contract import WARM_START
 
 COLOURS = {
     TrialState.COMPLETE: "tab:blue",

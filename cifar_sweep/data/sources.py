@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from cifar_sweep import folders
+from cifar_sweep.data import tree
 from cifar_sweep.checks import unwritable
 from cifar_sweep.errors import UserError
 
@@ -50,22 +50,22 @@ def load(cfg) -> Splits:
     root = Path(cfg.root)
     if cfg.source == "cifar10":
         batches = _download_cifar10(root)
-        stamp = folders.stamp(root, [str(p) for p in batches])
+        stamp = tree.stamp(root, [str(p) for p in batches])
         build = lambda: _read_cifar10(root)  # noqa: E731
     elif cfg.source in ("folder", "tiny_imagenet"):
         if cfg.source == "folder":
-            tree = folders.image_folder(root, stat=True)
+            listing = tree.image_folder(root, stat=True)
         else:
             _download_tiny_imagenet(root, download=cfg.download)
-            tree = folders.tiny_imagenet(root, stat=True)
-        if tree.skipped:
+            listing = tree.tiny_imagenet(root, stat=True)
+        if listing.skipped:
             log.info(
                 "dataset: skipped %d files that are not images, e.g. %s",
-                len(tree.skipped),
-                tree.skipped[0],
+                len(listing.skipped),
+                listing.skipped[0],
             )
-        stamp = tree.stamp
-        build = lambda: _read_tree(tree, cfg.image_size)  # noqa: E731
+        stamp = listing.stamp
+        build = lambda: _read_tree(listing, cfg.image_size)  # noqa: E731
     else:
         raise UserError(
             f"dataset.source={cfg.source!r} is not one of cifar10, folder, tiny_imagenet, synthetic"
@@ -170,7 +170,7 @@ def _download_tiny_imagenet(root: Path, *, download: bool) -> None:
         ) from None
 
 
-def _read_tree(tree: folders.Tree, image_size: int | None) -> Splits:
+def _read_tree(listing: tree.Tree, image_size: int | None) -> Splits:
     """Decode every image: 1 channel if the first training image is grayscale, else RGB (an alpha
     channel is dropped, as torchvision's ImageFolder does); resized to image_size if given."""
     from torchvision.io import ImageReadMode, decode_image
@@ -181,11 +181,11 @@ def _read_tree(tree: folders.Tree, image_size: int | None) -> Splits:
             img = decode_image(path, mode=mode)
         except (RuntimeError, ValueError):
             raise UserError(
-                f"dataset.root={tree.root}: corrupt or unsupported image {path}"
+                f"dataset.root={listing.root}: corrupt or unsupported image {path}"
             ) from None
         return to_dtype(img, torch.uint8, scale=True)  # 16-bit PNGs
 
-    first_path = tree.files["train"][0][0]
+    first_path = listing.files["train"][0][0]
     first = decode(first_path, ImageReadMode.UNCHANGED)
     mode = ImageReadMode.GRAY if first.shape[0] in (1, 2) else ImageReadMode.RGB
 
@@ -196,13 +196,13 @@ def _read_tree(tree: folders.Tree, image_size: int | None) -> Splits:
     out = {}
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         for split in ("train", "test"):
-            paths = [p for p, _ in tree.files[split]]
+            paths = [p for p, _ in listing.files[split]]
             images = list(pool.map(read, paths))
             if not image_size:
                 _same_size(images, paths, first_path, tuple(first.shape[1:]))
             out[f"{split}_x"] = torch.stack(images)
-            out[f"{split}_y"] = torch.tensor([y for _, y in tree.files[split]], dtype=torch.int64)
-    return Splits(**out, classes=tree.classes, **channel_stats(out["train_x"]))
+            out[f"{split}_y"] = torch.tensor([y for _, y in listing.files[split]], dtype=torch.int64)
+    return Splits(**out, classes=listing.classes, **channel_stats(out["train_x"]))
 
 
 def _same_size(images: list[Tensor], paths: list[str], first: str, size: tuple) -> None:

@@ -13,8 +13,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
-from cifar_sweep import study as contract
 from cifar_sweep.errors import UserError
+from cifar_sweep.sweep import contract
 
 log = logging.getLogger(__name__)
 
