@@ -11,8 +11,8 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from cifar_sweep.sweep import plots
 from cifar_sweep.sweep.contract import objective_names
+from cifar_sweep.sweep.plots import draw
 
 
 def table(study: optuna.Study) -> str:
@@ -63,16 +63,16 @@ def results(study: optuna.Study) -> dict:
     return {"name": "optuna", "study": study.study_name, "solutions": front}
 
 
-def write(study: optuna.Study, out_dir) -> list[Path]:
+def write(study: optuna.Study, out_dir, *, plots: bool) -> list[Path]:
     """Print the table; write optimization_results.yaml, trials.csv and plots/*.png (Optuna's,
-    and the workers' timeline) to out_dir."""
+    and the workers' timeline, unless `plots` is false) to out_dir."""
     names = objective_names(study.user_attrs.get("objective", []))  # set by the sweeper
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     print(table(study), flush=True)
     OmegaConf.save(OmegaConf.create(results(study)), out / "optimization_results.yaml")
     study.trials_dataframe().to_csv(out / "trials.csv", index=False)
-    return plots.draw(study, out, names)
+    return draw(study, out, names) if plots else []
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: no study {name!r} in {args.storage}; studies: {names}")
     study = optuna.load_study(study_name=name, storage=args.storage)
     out = Path(args.out or Path("outputs") / "reports" / name)
-    files = write(study, out)
+    files = write(study, out, plots=True)
     print(f"wrote {out}/optimization_results.yaml, trials.csv and {len(files)} plots")
 
 

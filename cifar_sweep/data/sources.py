@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from cifar_sweep.data import tree
 from cifar_sweep.checks import unwritable
+from cifar_sweep.data import tree
 from cifar_sweep.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,9 @@ def _read_tree(listing: tree.Tree, image_size: int | None) -> Splits:
             if not image_size:
                 _same_size(images, paths, first_path, tuple(first.shape[1:]))
             out[f"{split}_x"] = torch.stack(images)
-            out[f"{split}_y"] = torch.tensor([y for _, y in listing.files[split]], dtype=torch.int64)
+            out[f"{split}_y"] = torch.tensor(
+                [y for _, y in listing.files[split]], dtype=torch.int64
+            )
     return Splits(**out, classes=listing.classes, **channel_stats(out["train_x"]))
 
 

@@ -61,6 +61,7 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         worker,
         enqueue,
         warm_start,
+        plots,
         per_layer=None,
     ):
         super().__init__(
@@ -80,6 +81,7 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         if OmegaConf.is_config(enqueue):
             enqueue = OmegaConf.to_container(enqueue)
         self.queue = {"enqueue": enqueue, "warm_start": warm_start}
+        self.plots = plots
 
     def sweep(self, arguments: list[str]) -> None:
         try:
@@ -147,7 +149,7 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
             loop.run()
         finally:
             if launching:  # the workers' launching process writes the one report
-                report.write(the_study, self.config.hydra.sweep.dir)
+                report.write(the_study, self.config.hydra.sweep.dir, plots=self.plots)
 
     def _space(self, arguments: list[str]):
         """Sweep values on the command line replace the YAML space; plain values stay fixed."""

@@ -33,6 +33,7 @@ class CifarOptunaSweeperConf:
     worker: int | None = None  # set by the launching process on each worker it starts
     enqueue: Any = None
     warm_start: str | None = None
+    plots: bool = True
 
 
 ConfigStore.instance().store(
