@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -38,6 +39,30 @@ PASSED = {
     "optimizer": {"params"},
     "scheduler.fn": {"optimizer"},
 }
+# augmentation parameters: (rule, test); an op or parameter not listed is refused by build_augment
+AUGMENT = {
+    "crop.padding": ("an integer >= 0", lambda v: is_int(v) and v >= 0),
+    "flip.p": ("a probability in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1),
+    "rotation.degrees": (
+        "a number of degrees in [0, 180]",
+        lambda v: is_number(v) and 0 <= v <= 180,
+    ),
+    "translate.fraction": ("a fraction in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1),
+    "zoom.low": ("a factor > 0", lambda v: is_number(v) and v > 0),
+    "zoom.high": ("a factor > 0", lambda v: is_number(v) and v > 0),
+    "cutout.size": ("an integer >= 1 (pixels)", lambda v: is_int(v) and v >= 1),
+    "color_jitter.brightness": ("a number in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1),
+    "color_jitter.contrast": ("a number in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1),
+    "color_jitter.saturation": ("a number in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1),
+}
+# What a run logs (classifier.py's self.log, train.py's own entries), so `objective` can be checked
+# before training; tests/test_retrain.py compares it with a real run's metrics.json
+LOGGED = {
+    "train/loss", "train/acc", "lr", "time/epoch_s", "time/images_per_s", "val/loss", "val/acc",
+    "val/acc_best", "test/loss", "test/acc", "model/params", "model/flops", "epochs",
+    "time/total_s", "gpu/peak_mem_gb",
+}  # fmt: skip
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu")
 DATABASES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 STORAGE_FORMS = "sqlite:///FILE, postgresql://USER@HOST/DB, mysql://USER@HOST/DB or journal:FILE"
 
@@ -51,11 +76,18 @@ def is_number(value) -> bool:
 
 
 def unwritable(folder: Path) -> Path | None:
-    """The first existing ancestor of `folder` if the folder cannot be created under it."""
+    """The first existing ancestor of `folder` if the folder cannot be created under it. Tried
+    with a folder made and removed at once: os.access says yes to root even where the kernel
+    refuses (/proc, a read-only mount)."""
     for parent in [folder, *folder.parents]:
         if parent.exists():
-            ok = parent.is_dir() and os.access(parent, os.W_OK)
-            return None if ok else parent
+            if not parent.is_dir():
+                return parent
+            try:
+                os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".write-test-"))
+            except OSError:
+                return parent
+            return None
     return None
 
 
@@ -64,11 +96,13 @@ def check(cfg: DictConfig) -> None:
     _numbers(cfg)
     _scheduler(cfg)
     _dataset(cfg.dataset)
+    _augment(cfg.dataset.augment)
     for key, passed in PASSED.items():
         _arguments(key, OmegaConf.select(cfg, key), passed)
     from cifar_sweep.data.augment import build_augment
 
     build_augment(cfg.dataset.augment)  # an unknown op or parameter, named before the data loads
+    _accelerator(cfg.trainer)
 
 
 def check_sweep(cfg: DictConfig) -> None:
@@ -81,8 +115,11 @@ def check_sweep(cfg: DictConfig) -> None:
     rate = sweeper.max_failure_rate
     if not is_number(rate) or not 0 <= rate <= 1:
         raise UserError(f"hydra.sweeper.max_failure_rate={rate} must be a number in [0, 1]")
-    _storage(OmegaConf.to_container(sweeper, resolve=False).get("storage"))
+    _storage(OmegaConf.to_container(sweeper, resolve=False).get("storage"), cfg.hydra.sweep.dir)
+    _pruner(cfg)
+    _space(cfg)
     check(cfg)
+    check_objective(cfg)
 
 
 def val_count(val_size, n: int) -> int:
@@ -119,6 +156,59 @@ def _numbers(cfg: DictConfig) -> None:
         raise UserError(
             f"repeats={repeats} with dataset.folds={folds}: choose one (seeds or folds)"
         )
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """Where a run returns `objective` (the command line, a sweep's trials): every name is one the
+    run will log, else each run trains fully and only then fails."""
+    names = [cfg.objective] if isinstance(cfg.objective, str) else list(cfg.objective)
+    logged = LOGGED | {f"{k}_std" for k in LOGGED} if cfg.get("repeats", 1) > 1 else LOGGED
+    for name in names:
+        if name not in logged:
+            raise UserError(
+                f"objective={name}: not a metric the run logs{did_you_mean(name, logged)} "
+                f"(metrics: {', '.join(sorted(LOGGED))})"
+            )
+        if name.startswith("val/") and cfg.dataset.val_size == 0 and not cfg.dataset.get("folds"):
+            raise UserError(
+                f"objective={name} needs a validation split (dataset.val_size>0), or use "
+                "objective=test/acc"
+            )
+
+
+def _augment(spec) -> None:
+    """Each augmentation parameter in its range (a negative crop padding fails in torch)."""
+    for op, params in (spec or {}).items():
+        for name, value in (params or {}).items():
+            rule, ok = AUGMENT.get(f"{op}.{name}", (None, None))
+            if ok is not None and not ok(value):
+                raise UserError(f"dataset.augment.{op}.{name}={value} must be {rule}")
+    zoom = (spec or {}).get("zoom") or {}
+    if is_number(zoom.get("low")) and is_number(zoom.get("high")) and zoom.low > zoom.high:
+        raise UserError(
+            f"dataset.augment.zoom.low={zoom.low} is above zoom.high={zoom.high}: low comes first"
+        )
+
+
+def _accelerator(t: DictConfig) -> None:
+    """An accelerator that exists here (Lightning's own error is a 57-line traceback)."""
+    if t.accelerator not in ACCELERATORS:
+        raise UserError(
+            f"trainer.accelerator={t.accelerator}{did_you_mean(t.accelerator, ACCELERATORS)} "
+            f"(choose from {', '.join(ACCELERATORS)})"
+        )
+    if t.accelerator not in ("gpu", "cuda"):
+        return
+    import torch
+
+    visible = torch.cuda.device_count()
+    if not visible:
+        raise UserError(
+            f"trainer.accelerator={t.accelerator}: no CUDA GPU is visible here; use "
+            "trainer.accelerator=auto (a GPU when there is one) or cpu"
+        )
+    if is_int(t.devices) and t.devices > visible:
+        raise UserError(f"trainer.devices={t.devices}: only {visible} GPU(s) are visible")
 
 
 def _scheduler(cfg: DictConfig) -> None:
@@ -203,7 +293,62 @@ def _arguments(key: str, node: DictConfig, passed: set[str]) -> None:
             )
 
 
-def _storage(url) -> None:
+def _pruner(cfg: DictConfig) -> None:
+    """One direction per objective; and no pruner on a multi-objective study (Optuna cannot
+    prune one, and the header would name a pruner that never acts)."""
+    direction = cfg.hydra.sweeper.direction
+    directions = [direction] if isinstance(direction, str) else list(direction)
+    objectives = [cfg.objective] if isinstance(cfg.objective, str) else list(cfg.objective)
+    if len(directions) != len(objectives):
+        raise UserError(
+            f"hydra.sweeper.direction={directions} gives {len(directions)} direction(s) for "
+            f"{len(objectives)} objective(s) (objective={objectives})"
+        )
+    target = OmegaConf.select(cfg, "hydra.sweeper.pruner._target_", default=None)
+    if len(directions) > 1 and target not in (None, "optuna.pruners.NopPruner"):
+        option = OmegaConf.select(cfg, "hydra.runtime.choices.pruner", default=None) or target
+        raise UserError(
+            f"pruner={option}: a multi-objective study ({len(directions)} objectives) cannot "
+            "prune; use pruner=none"
+        )
+
+
+def _space(cfg: DictConfig) -> None:
+    """Every search-space bound in order, before a trial asks for it: the search_space group's
+    and the command line's sweep values."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+
+    params = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False).get("params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()]
+    lines += list(OmegaConf.select(cfg, "hydra.overrides.task", default=None) or [])
+    parser = OverridesParser.create()
+    for line in lines:
+        try:
+            [override] = parser.parse_overrides([line])
+        except Exception:
+            continue  # Hydra has named what does not parse
+        if not override.is_sweep_override():
+            continue
+        key, sweep = override.get_key_element().lstrip("+~"), override.value()
+        if isinstance(sweep, IntervalSweep):
+            if sweep.start > sweep.end:
+                raise UserError(
+                    f"{key}=interval({sweep.start}, {sweep.end}): the low bound comes first, "
+                    f"interval({sweep.end}, {sweep.start})"
+                )
+            if "log" in sweep.tags and sweep.start <= 0:
+                raise UserError(f"{key}: a log-scale interval needs a low bound > 0")
+        elif isinstance(sweep, RangeSweep):
+            if sweep.step == 0 or not list(sweep.range()):
+                raise UserError(
+                    f"{key}=range({sweep.start}, {sweep.stop}, {sweep.step}) holds no value"
+                )
+        elif isinstance(sweep, ChoiceSweep) and not sweep.list:
+            raise UserError(f"{key}=choice(): name at least one value")
+
+
+def _storage(url, sweep_dir: str = "") -> None:
     """A storage URL that Optuna can open: refused before a minute of connection retries."""
     if not isinstance(url, str) or not url or url.startswith("journal:"):
         return
@@ -225,7 +370,24 @@ def _storage(url) -> None:
             f"hydra.sweeper.storage={url}: a sqlite URL has three slashes before a relative "
             "path (sqlite:///outputs/studies.db) and four before an absolute one"
         )
+    if database == "sqlite" and "${" not in url:
+        _sqlite_folder(url, Path(sweep_dir))
     _server_answers(url)
+
+
+def _sqlite_folder(url: str, sweep_dir: Path) -> None:
+    """The database's folder exists, or is one the sweep creates anyway (outputs/ by default):
+    a typo in the path would otherwise make a folder and an empty study there."""
+    path = url.partition(":///")[2].partition("?")[0]
+    if not path or path == ":memory:":
+        return
+    folder = Path(path).absolute().parent
+    if folder.is_dir() or folder in Path(sweep_dir).absolute().parents:
+        return
+    raise UserError(
+        f"hydra.sweeper.storage={url}: the folder {folder} does not exist (create it first; "
+        "only the sweep's own outputs/ folder is made for you)"
+    )
 
 
 def _server_answers(url: str) -> None:
