@@ -62,6 +62,36 @@ LOGGED = {
     "val/acc_best", "test/loss", "test/acc", "model/params", "model/flops", "epochs",
     "time/total_s", "gpu/peak_mem_gb",
 }  # fmt: skip
+# Lightning's precision names (16 and bf16 are its older spellings)
+PRECISIONS = "auto 32 16-mixed bf16-mixed 64 16-true bf16-true 32-true 64-true 16 bf16".split()
+# more keys of conf/ whose bad values would fail late or be ignored: key -> (rule, test)
+VALUES = {
+    "seed": ("an integer", lambda v: is_int(v)),
+    "dataset.split_seed": ("an integer", lambda v: is_int(v)),
+    "dataset.drop_last": ("true or false", lambda v: isinstance(v, bool)),
+    "trainer.label_smoothing": ("a number in [0, 1)", lambda v: is_number(v) and 0 <= v < 1),
+    "trainer.gradient_clip_val": (
+        "null or a number > 0",
+        lambda v: v is None or is_number(v) and v > 0,
+    ),
+    "trainer.early_stopping.patience": (
+        "null or an integer >= 0",
+        lambda v: v is None or is_int(v) and v >= 0,
+    ),
+    "trainer.early_stopping.mode": ("min or max", lambda v: v in ("min", "max")),
+    "trainer.progress_bar": ("true or false", lambda v: isinstance(v, bool)),
+    "trainer.compile": ("true or false", lambda v: isinstance(v, bool)),
+    "trainer.stop_on_nonfinite": ("true or false", lambda v: isinstance(v, bool)),
+    "trainer.channels_last": ("auto, true or false", lambda v: v == "auto" or isinstance(v, bool)),
+    "trainer.precision": (f"one of {', '.join(PRECISIONS)}", lambda v: str(v) in PRECISIONS),
+}
+SWEEPER_VALUES = {
+    "heartbeat_s": ("an integer > 0 (seconds)", lambda v: is_int(v) and v > 0),
+    "grace_s": ("an integer > 0 (seconds)", lambda v: is_int(v) and v > 0),
+    "max_retry": ("an integer >= 0", lambda v: is_int(v) and v >= 0),
+    "workers": ("an integer >= 1", lambda v: is_int(v) and v >= 1),
+    "plots": ("true or false", lambda v: isinstance(v, bool)),
+}
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu")
 DATABASES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 STORAGE_FORMS = "sqlite:///FILE, postgresql://USER@HOST/DB, mysql://USER@HOST/DB or journal:FILE"
@@ -112,6 +142,9 @@ def check_sweep(cfg: DictConfig) -> None:
     for key in ("n_trials", "n_jobs"):
         if not is_int(sweeper[key]) or sweeper[key] < 1:
             raise UserError(f"hydra.sweeper.{key}={sweeper[key]} must be an integer >= 1")
+    for key, (rule, ok) in SWEEPER_VALUES.items():
+        if key in sweeper and not ok(sweeper[key]):
+            raise UserError(f"hydra.sweeper.{key}={sweeper[key]} must be {rule}")
     rate = sweeper.max_failure_rate
     if not is_number(rate) or not 0 <= rate <= 1:
         raise UserError(f"hydra.sweeper.max_failure_rate={rate} must be a number in [0, 1]")
@@ -149,6 +182,10 @@ def _numbers(cfg: DictConfig) -> None:
     folds = OmegaConf.select(cfg, "dataset.folds")
     if folds is not None and (not is_int(folds) or folds < 2):
         raise UserError(f"dataset.folds={folds} must be null or an integer >= 2")
+    for key, (rule, ok) in VALUES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if OmegaConf.select(cfg, key, default="absent") != "absent" and not ok(value):
+            raise UserError(f"{key}={value} must be {rule}")
     repeats = cfg.get("repeats", 1)
     if not is_int(repeats) or repeats < 1:
         raise UserError(f"repeats={repeats} must be an integer >= 1")
