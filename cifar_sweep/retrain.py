@@ -39,13 +39,15 @@ def sweep_arguments(task: list[str]) -> list[str]:
     return [o for o in task if not o.lstrip("+~").startswith("retrain.")]
 
 
-def swept_study_name(arguments: list[str]) -> str:
-    """The study name `python -m cifar_sweep -m <arguments>` uses: the sweeper's own hash."""
+def swept_study_name(arguments: list[str], config: DictConfig | None = None) -> str:
+    """The study name `python -m cifar_sweep -m <arguments>` uses, by the sweeper's own steps
+    (space, sampler, hash); `config`: the sweep's composed config, if already at hand."""
     from cifar_sweep.sweep.setup import CifarOptunaSweeperImpl
 
-    config = GlobalHydra.instance().hydra.compose_config(
-        "config", arguments, run_mode=RunMode.MULTIRUN
-    )
+    if config is None:
+        config = GlobalHydra.instance().hydra.compose_config(
+            "config", arguments, run_mode=RunMode.MULTIRUN
+        )
     fields = {k: v for k, v in config.hydra.sweeper.items() if k != "_target_"}
     sweeper = CifarOptunaSweeperImpl(**fields)
     sweeper.config = config
