@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from cifar_sweep.checks import is_int
 from cifar_sweep.config_dir import CONF
 from cifar_sweep.errors import UserError, did_you_mean, exit_with, interruptible, one_line_errors
 from cifar_sweep.sweep import contract
@@ -140,10 +141,21 @@ def run(cfg: DictConfig) -> None:
             exit_with(e, log)
 
 
+def check_retrain(retrain: DictConfig) -> None:
+    """The retrain's own keys, named as themselves (not as the trainer.max_epochs they become)."""
+    if not is_int(retrain.epochs) or retrain.epochs < 1:
+        raise UserError(f"retrain.epochs={retrain.epochs} must be an integer >= 1")
+    if retrain.trial is not None and (not is_int(retrain.trial) or retrain.trial < 0):
+        raise UserError(f"retrain.trial={retrain.trial} must be null or a trial number (>= 0)")
+    if not isinstance(retrain.merge_val, bool):
+        raise UserError(f"retrain.merge_val={retrain.merge_val} must be true or false")
+
+
 def retrain(cfg: DictConfig, hc, out_dir: Path) -> None:
     from cifar_sweep import compare
     from cifar_sweep.train import train
 
+    check_retrain(cfg.retrain)
     arguments = sweep_arguments(list(hc.overrides.task))
     study = find_study(hc.sweeper, cfg.retrain.study, cfg.name, arguments)
     runs = {}

@@ -3,6 +3,7 @@ config that ran saved, multi-objective studies and typos answered in one line, a
 
 import json
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from omegaconf import OmegaConf
 
 from cifar_sweep.checks import LOGGED
 from cifar_sweep.errors import UserError
-from cifar_sweep.retrain import chosen_trials, find_study
+from cifar_sweep.retrain import check_retrain, chosen_trials, find_study
 
 SHORT = ["trainer.limit_train_batches=2", "hydra.sweeper.n_trials=1"]
 
@@ -142,3 +143,18 @@ def test_per_model_names_a_model_without_trials(caplog):
         UserError, match=r"retrain.per=modell: not a parameter .*did you mean model"
     ):
         chosen_trials(study, retrain_cfg(per="modell"))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("epochs", 0, "retrain.epochs=0 must be an integer >= 1"),
+        ("epochs", 2.5, "retrain.epochs=2.5 must be an integer >= 1"),
+        ("trial", -1, "retrain.trial=-1 must be null or a trial number"),
+        ("merge_val", "yes", "retrain.merge_val=yes must be true or false"),
+    ],
+)
+def test_the_retrain_keys_are_named_as_themselves(key, value, expected):
+    retrain = OmegaConf.create({"epochs": 30, "trial": None, "merge_val": True, key: value})
+    with pytest.raises(UserError, match=re.escape(expected)):
+        check_retrain(retrain)
