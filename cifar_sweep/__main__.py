@@ -32,8 +32,8 @@ def run(cfg: DictConfig) -> float | list[float]:
 
 def checked_run(cfg: DictConfig, hc, out_dir: Path) -> float | list[float]:
     try:
-        check(cfg)  # before the slow imports: a bad value fails in a second
-        check_objective(cfg)
+        check_objective(cfg)  # before the slow imports: a bad value fails in a second
+        check(cfg)
         # imported here so Lightning's loggers attach after Hydra has configured logging
         from cifar_sweep.train import objective
 

@@ -151,8 +151,8 @@ def check_sweep(cfg: DictConfig) -> None:
     _storage(OmegaConf.to_container(sweeper, resolve=False).get("storage"), cfg.hydra.sweep.dir)
     _pruner(cfg)
     _space(cfg)
-    check(cfg)
     check_objective(cfg)
+    check(cfg)
 
 
 def val_count(val_size, n: int) -> int:
@@ -198,10 +198,14 @@ def _numbers(cfg: DictConfig) -> None:
 def check_objective(cfg: DictConfig) -> None:
     """Where a run returns `objective` (the command line, a sweep's trials): every name is one the
     run will log, else each run trains fully and only then fails."""
-    names = [cfg.objective] if isinstance(cfg.objective, str) else list(cfg.objective)
-    logged = LOGGED | {f"{k}_std" for k in LOGGED} if cfg.get("repeats", 1) > 1 else LOGGED
+    objective = cfg.objective
+    if not isinstance(objective, str) and not OmegaConf.is_list(objective):
+        raise UserError(f"objective={objective} must be a metric name, or a list of them")
+    names = [objective] if isinstance(objective, str) else list(objective)
+    repeats = cfg.get("repeats", 1)
+    logged = LOGGED | {f"{k}_std" for k in LOGGED} if is_int(repeats) and repeats > 1 else LOGGED
     for name in names:
-        if name not in logged:
+        if not isinstance(name, str) or name not in logged:
             raise UserError(
                 f"objective={name}: not a metric the run logs{did_you_mean(name, logged)} "
                 f"(metrics: {', '.join(sorted(LOGGED))})"

@@ -146,6 +146,8 @@ CASES = [
         "objective=val/acc_best needs a validation split (dataset.val_size>0)",
     ),
     (["seed=1.5"], "seed=1.5 must be an integer"),
+    (["objective=5"], "objective=5 must be a metric name, or a list of them"),
+    (["repeats=abc"], "repeats=abc must be an integer >= 1"),
     (["trainer.precision=17"], "trainer.precision=17 must be one of auto, 32, 16-mixed"),
     (["trainer.label_smoothing=1.0"], "trainer.label_smoothing=1.0 must be a number in [0, 1)"),
     (["trainer.early_stopping.patience=-1"], "trainer.early_stopping.patience=-1 must be null or"),
@@ -290,8 +292,8 @@ def answer(args: list[str], case: Path, capsys) -> str:
             else:
                 from cifar_sweep.train import train
 
-                check(cfg)
                 check_objective(cfg)
+                check(cfg)
                 train(cfg, case / "outputs" / "runs" / "new")
     except UserError as e:
         return str(e)
