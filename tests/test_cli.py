@@ -426,3 +426,14 @@ def test_failed_download_names_the_offline_alternative(tmp_path: Path, monkeypat
         UserError, match=r"could not download.*dataset=cifar10_folder dataset.root="
     ):
         sources.load(cfg.dataset)
+
+
+def test_two_runs_started_together_get_two_folders():
+    cmd = [sys.executable, "-m", "cifar_sweep", "--cfg", "hydra", "--resolve", "-p"]
+    procs = [
+        subprocess.Popen([*cmd, f"hydra.{mode}.dir"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        for mode in ("run", "run", "sweep", "sweep")
+    ]
+    run1, run2, sweep1, sweep2 = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert run1.startswith("outputs/runs/") and sweep1.startswith("outputs/multirun/")
+    assert run1 != run2 and sweep1 != sweep2
