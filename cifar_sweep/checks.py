@@ -15,6 +15,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from cifar_sweep.config_dir import CONF
 from cifar_sweep.data import tree
 from cifar_sweep.errors import UserError, did_you_mean
 
@@ -358,7 +359,6 @@ def _space(cfg: DictConfig) -> None:
     """Every search-space bound in order, before a trial asks for it: the search_space group's
     and the command line's sweep values."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 
     params = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False).get("params") or {}
     lines = [f"{k}={v}" for k, v in params.items()]
@@ -371,22 +371,62 @@ def _space(cfg: DictConfig) -> None:
             continue  # Hydra has named what does not parse
         if not override.is_sweep_override():
             continue
-        key, sweep = override.get_key_element().lstrip("+~"), override.value()
-        if isinstance(sweep, IntervalSweep):
-            if sweep.start > sweep.end:
-                raise UserError(
-                    f"{key}=interval({sweep.start}, {sweep.end}): the low bound comes first, "
-                    f"interval({sweep.end}, {sweep.start})"
-                )
-            if "log" in sweep.tags and sweep.start <= 0:
-                raise UserError(f"{key}: a log-scale interval needs a low bound > 0")
-        elif isinstance(sweep, RangeSweep):
-            if sweep.step == 0 or not list(sweep.range()):
-                raise UserError(
-                    f"{key}=range({sweep.start}, {sweep.stop}, {sweep.step}) holds no value"
-                )
-        elif isinstance(sweep, ChoiceSweep) and not sweep.list:
+        key = override.get_key_element().lstrip("+~")
+        for value in _sweep_values(key, override.value()):
+            _swept_value(cfg, key, value)
+
+
+def _sweep_values(key: str, sweep) -> list:
+    """A sweep's extreme values (every value of a choice); refuses an empty or reversed one."""
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+
+    if isinstance(sweep, IntervalSweep):
+        if sweep.start > sweep.end:
+            raise UserError(
+                f"{key}=interval({sweep.start}, {sweep.end}): the low bound comes first, "
+                f"interval({sweep.end}, {sweep.start})"
+            )
+        if "log" in sweep.tags and sweep.start <= 0:
+            raise UserError(f"{key}: a log-scale interval needs a low bound > 0")
+        return [sweep.start, sweep.end]
+    if isinstance(sweep, RangeSweep):
+        values = [] if sweep.step == 0 else list(sweep.range())
+        if not values:
+            raise UserError(
+                f"{key}=range({sweep.start}, {sweep.stop}, {sweep.step}) holds no value"
+            )
+        return [values[0], values[-1]]
+    if isinstance(sweep, ChoiceSweep):
+        if not sweep.list:
             raise UserError(f"{key}=choice(): name at least one value")
+        return [v for v in sweep.list if isinstance(v, str | int | float | bool)]
+    return []
+
+
+def _swept_value(cfg: DictConfig, key: str, value) -> None:
+    """One value a trial may get: an option of its group, or a value the checks accept (else
+    every trial that draws it fails the same way)."""
+    import copy
+
+    group = CONF / key
+    if key in (OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {}):
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        if group.is_dir() and str(value) not in options:
+            raise UserError(
+                f"{key}={value}: no such option{did_you_mean(value, options)} "
+                f"(options: {', '.join(options)}; a value of the sweep over {key})"
+            )
+        return
+    if OmegaConf.select(cfg, key, default=None) is None:
+        return  # a key the search space adds (per-layer sizes), or one set to null
+    trial = copy.deepcopy(cfg)
+    OmegaConf.set_readonly(trial, False)
+    OmegaConf.update(trial, key, value, force_add=True)
+    try:
+        _numbers(trial)
+        _augment(trial.dataset.augment)
+    except UserError as e:
+        raise UserError(f"{e} (a value of the sweep over {key})") from None
 
 
 def _storage(url, sweep_dir: str = "") -> None:

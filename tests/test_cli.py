@@ -163,6 +163,18 @@ CASES = [
     ),
     (["-m", "dataset.batch_size=range(64, 32)"], "dataset.batch_size=range(64, 32, 1) holds no"),
     (
+        ["-m", "optimizer.lr=interval(-0.1, 0.1)"],
+        "optimizer.lr=-0.1 must be a number > 0 (a value of the sweep over optimizer.lr)",
+    ),
+    (
+        ["-m", "optimizer=choice(sgd, adamm)"],
+        "optimizer=adamm: no such option; did you mean adam? (options: adam, adamw, rmsprop, sgd;",
+    ),
+    (
+        ["-m", "dataset.augment.crop.padding=range(-2, 4)"],
+        "dataset.augment.crop.padding=-2 must be an integer >= 0 (a value of the sweep over",
+    ),
+    (
         ["-m", "hydra.sweeper.params={{optimizer.lr:'interval(1,0.5)'}}"],
         "optimizer.lr=interval(1.0, 0.5): the low bound comes first",
     ),
