@@ -1,7 +1,8 @@
 """Checks of config values that would otherwise fail deep inside torch, or silently do nothing.
 
-Values first, with no torch import, so the command line rejects a bad one at once; then a listing
-of an image tree; last the `_target_` arguments and augmentation ops, which import torch.
+Values first, with no torch import, so the command line rejects a bad one at once (the objective's
+name, a sweep's storage, pruner and every value its space can draw); then a listing of an image
+tree; last the `_target_` arguments, augmentation ops and accelerator, which import torch.
 """
 
 import inspect
@@ -156,6 +157,28 @@ def check_sweep(cfg: DictConfig) -> None:
     check(cfg)
 
 
+def check_objective(cfg: DictConfig) -> None:
+    """Where a run returns `objective` (the command line, a sweep's trials): every name is one the
+    run will log, else each run trains fully and only then fails."""
+    objective = cfg.objective
+    if not isinstance(objective, str) and not OmegaConf.is_list(objective):
+        raise UserError(f"objective={objective} must be a metric name, or a list of them")
+    names = [objective] if isinstance(objective, str) else list(objective)
+    repeats = cfg.get("repeats", 1)
+    logged = LOGGED | {f"{k}_std" for k in LOGGED} if is_int(repeats) and repeats > 1 else LOGGED
+    for name in names:
+        if not isinstance(name, str) or name not in logged:
+            raise UserError(
+                f"objective={name}: not a metric the run logs{did_you_mean(name, logged)} "
+                f"(metrics: {', '.join(sorted(LOGGED))})"
+            )
+        if name.startswith("val/") and cfg.dataset.val_size == 0 and not cfg.dataset.get("folds"):
+            raise UserError(
+                f"objective={name} needs a validation split (dataset.val_size>0), or use "
+                "objective=test/acc"
+            )
+
+
 def val_count(val_size, n: int) -> int:
     """dataset.val_size as a number of the n training images: a count, or a fraction in (0, 1)."""
     count = round(val_size * n) if isinstance(val_size, float) else val_size
@@ -194,28 +217,6 @@ def _numbers(cfg: DictConfig) -> None:
         raise UserError(
             f"repeats={repeats} with dataset.folds={folds}: choose one (seeds or folds)"
         )
-
-
-def check_objective(cfg: DictConfig) -> None:
-    """Where a run returns `objective` (the command line, a sweep's trials): every name is one the
-    run will log, else each run trains fully and only then fails."""
-    objective = cfg.objective
-    if not isinstance(objective, str) and not OmegaConf.is_list(objective):
-        raise UserError(f"objective={objective} must be a metric name, or a list of them")
-    names = [objective] if isinstance(objective, str) else list(objective)
-    repeats = cfg.get("repeats", 1)
-    logged = LOGGED | {f"{k}_std" for k in LOGGED} if is_int(repeats) and repeats > 1 else LOGGED
-    for name in names:
-        if not isinstance(name, str) or name not in logged:
-            raise UserError(
-                f"objective={name}: not a metric the run logs{did_you_mean(name, logged)} "
-                f"(metrics: {', '.join(sorted(LOGGED))})"
-            )
-        if name.startswith("val/") and cfg.dataset.val_size == 0 and not cfg.dataset.get("folds"):
-            raise UserError(
-                f"objective={name} needs a validation split (dataset.val_size>0), or use "
-                "objective=test/acc"
-            )
 
 
 def _augment(spec) -> None:
