@@ -494,16 +494,24 @@ def _server_answers(url: str) -> None:
 
 
 class CheckOutputDir(Callback):
-    """Refuse an output folder that cannot be created, naming it (Hydra would show a traceback)."""
+    """Refuse an output folder that cannot be created, naming it (Hydra would show a traceback),
+    and a resume folder that is not a run's, before Hydra makes the run folder (by default the
+    resume folder itself)."""
+
+    @staticmethod
+    def _fail(message: str) -> None:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
 
     def _check(self, key: str, folder: str) -> None:
         blocker = unwritable(Path(folder).absolute())
         if blocker is not None:
-            message = f"{key}={folder}: cannot create it ({blocker} is not a writable folder)"
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(1)
+            self._fail(f"{key}={folder}: cannot create it ({blocker} is not a writable folder)")
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        resume = config.get("resume")
+        if resume and not (Path(resume) / ".hydra" / "config.yaml").is_file():
+            self._fail(f"resume={resume}: not a run folder (no .hydra/config.yaml)")
         self._check("hydra.run.dir", config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:

@@ -7,6 +7,7 @@ data order and augmentation generator and the global RNGs (ImageDataModule.state
 run's config, so a resumed run with a different config is refused instead of silently mixing two.
 """
 
+import logging
 import os
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_sweep.errors import UserError
 
+log = logging.getLogger(__name__)
 LAST = Path("checkpoints") / "last.ckpt"
 CONFIG = "cifar_sweep/config"  # the run's config, as a key of the checkpoint
 # keys that may change between a run and its resumption: where it is, and what to call it
@@ -62,20 +64,18 @@ def _first_difference(saved, now, prefix: str = "") -> str | None:
 
 def checkpoint(cfg: DictConfig) -> Path | None:
     """The checkpoint this run goes on from: `resume`'s last.ckpt, or None to start afresh.
-    A resume folder that does not exist, or whose run had another config, is an error."""
+    A checkpoint of a run with another config is an error naming the first differing key."""
     if not cfg.get("resume"):
         return None
-    folder = Path(cfg.resume)
-    if not folder.is_dir():
-        raise UserError(f"resume={cfg.resume}: no such run folder")
-    last = folder / LAST
+    last = Path(cfg.resume) / LAST  # the folder itself is checked before Hydra starts the run
     if not last.exists():
         return None  # stopped before its first epoch ended: nothing to go on from
-    saved = torch.load(last, map_location="cpu", weights_only=False).get(CONFIG)
-    differs = _first_difference(saved, _comparable(cfg)) if saved is not None else None
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    differs = _first_difference(saved.get(CONFIG, {}), _comparable(cfg))
     if differs:
         raise UserError(
             f"resume={cfg.resume}: the run there had another config: {differs}; "
             "rerun its own command with resume=..."
         )
+    log.info("resume=%s: going on after epoch %d", cfg.resume, saved["epoch"] + 1)
     return last

@@ -165,10 +165,7 @@ def train(
     hparams.pop("hydra", None)
     trainer.logger.log_hyperparams(hparams, {"val/acc_best": 0.0, "test/acc": 0.0})
     trainer.logger.log_metrics({"model/params": params, "model/flops": flop_count}, step=0)
-    last = resume.checkpoint(cfg)
-    if last is not None:
-        log.info("resuming from %s", last)
-    trainer.fit(module, datamodule=data, ckpt_path=last)
+    trainer.fit(module, datamodule=data, ckpt_path=resume.checkpoint(cfg))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best = trainer.checkpoint_callback.best_model_path
     trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False)
