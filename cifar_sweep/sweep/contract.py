@@ -24,7 +24,7 @@ from cifar_sweep.targets import build
 # Our attribute names carry a prefix: hydra-optuna-sweeper stores every fixed override as a user
 # attribute named by its key (`device=cpu` would overwrite a "device"), and ':' is never in a key.
 PREFIX = "cs:"
-OWNER = PREFIX + "owner"  # {host, boot, pidns, pid, ticks, worker, device, trial}: one write
+OWNER = PREFIX + "owner"  # {host, boot, pidns, timens, pid, ticks, worker, device, trial}
 FAIL_KIND = PREFIX + "fail_kind"  # one of KINDS: what the failure budget reads
 FAIL_REASON = PREFIX + "fail_reason"  # the failure in one line, for people
 WARM_START = PREFIX + "warm_start"  # on a trial copied from another study: "<study>#<n>"

@@ -1,10 +1,10 @@
 """Trial ownership: who runs a trial, whether it is still alive, and one retry of a dead one.
 
 A worker marks a trial it asks for at once: a first heartbeat, then one `owner` attribute (host,
-boot id, PID namespace, pid and the pid's start time in clock ticks since boot). Any sweep
-process that finds a RUNNING trial whose owner it can see is gone fails it ("worker_died") and
-queues its point again, so a rerun typed right after a crash goes on at once. It can see the
-owner when both run on the same boot of the same kernel in the same PID namespace; a hostname
+boot id, PID and time namespaces, pid and the pid's start time in clock ticks since boot). Any
+sweep process that finds a RUNNING trial whose owner it can see is gone fails it ("worker_died")
+and queues its point again, so a rerun typed right after a crash goes on at once. It can see the
+owner when both run on the same boot of the same kernel in the same namespaces; a hostname
 alone is not enough (two containers may share one and not see each other's processes). Other
 owners are judged by heartbeats, which the job itself beats while training makes progress
 (`heartbeat.py`): Optuna's stale check fails them after `grace_s` and calls `Retry`. A trial
@@ -46,15 +46,17 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _pid_namespace() -> int | None:
+def _namespace(kind: str) -> int | None:
     try:
-        return os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
+        return os.stat(f"/proc/self/ns/{kind}").st_ino
+    except OSError:  # not Linux, or a kernel without that namespace
         return None
 
 
 BOOT = _read("/proc/sys/kernel/random/boot_id")
-PID_NAMESPACE = _pid_namespace()
+# Processes see each other's pids only within one PID namespace, and the same start ticks only
+# within one time namespace (the kernel shifts them by its boot-time offset).
+VIEW = {"pidns": _namespace("pid"), "timens": _namespace("time")}
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
@@ -73,7 +75,7 @@ def this_process(*, worker: int, device: str, trial: int) -> dict:
     return {
         "host": socket.gethostname(),
         "boot": BOOT,
-        "pidns": PID_NAMESPACE,
+        **VIEW,
         "pid": pid,
         "ticks": stat[1] if stat else None,
         "worker": worker,
@@ -97,7 +99,7 @@ def gone(owner: dict) -> bool:
     it (another machine, boot or PID namespace): heartbeats judge those."""
     if owner.get("boot") is None or owner.get("ticks") is None:
         return False
-    if owner["boot"] != BOOT or owner.get("pidns") != PID_NAMESPACE:
+    if owner["boot"] != BOOT or any(owner.get(k) != v for k, v in VIEW.items()):
         return False
     stat = _stat(owner["pid"])
     return stat is None or stat[0] in "ZXx" or abs(stat[1] - owner["ticks"]) > TICKS_TOLERANCE
