@@ -2,7 +2,8 @@
 
 A trial is claimed the moment it is asked (recovery.claim). SIGTERM (scancel, a pre-empted node)
 between trials ends the loop before it asks for another; during a trial it ends the trial as
-interrupted, queued to run first next time, as Ctrl-C does.
+interrupted, queued to run first next time, as Ctrl-C does. Either signal stops the loop before
+its next trial even when Python loses the exception (raised inside a garbage-collector hook).
 """
 
 import logging
@@ -44,6 +45,7 @@ from cifar_sweep.sweep.contract import (
 )
 
 log = logging.getLogger(__name__)
+STOPS = (signal.SIGINT, signal.SIGTERM)
 SURPLUS = "not run: the study already had n_trials (another worker asked at the same moment)"
 
 
@@ -81,14 +83,17 @@ class WorkerLoop:
         """The loop, with SIGTERM handled as the module says (in the main thread only)."""
         if threading.current_thread() is not threading.main_thread():
             return self._loop()
-        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOPS}
         try:
             return self._loop()
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
-    def _on_sigterm(self, signum: int, frame) -> None:
-        self.terminated = True
+    def _on_signal(self, signum: int, frame) -> None:
+        self.terminated = True  # even if the exception below is lost (raised inside a GC hook)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         if self.in_trial:  # during fit Lightning raises its own SystemExit; this covers the rest
             raise SystemExit(128 + signum)
 
@@ -139,7 +144,7 @@ class WorkerLoop:
             trials = drop_surplus(study, trials, self.n_trials)
             for batch in job_batches(trials):
                 self._run_batch(batch)
-        log.info("%sSIGTERM: stopping before the next trial", self.label)
+        log.info("%sstopped by a signal: stopping before the next trial", self.label)
 
     def _run_batch(self, trials: list) -> None:
         name = self.study.study_name
@@ -269,11 +274,9 @@ def settle_late(study: optuna.Study, trial, state: TrialState, values) -> None:
     if state not in (TrialState.COMPLETE, TrialState.PRUNED):
         log.warning("trial %d ended %s, but was failed elsewhere already", number, state.name)
         return
-    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    retry = next((t for t in waiting if t.user_attrs.get(RETRY_OF) == number), None)
-    # taking the retry as ask() would (WAITING -> RUNNING, atomic) keeps it from starting
-    taken = retry is not None and storage.set_trial_state_values(retry._trial_id, _RUNNING)
-    if retry is not None and not taken:
+    retries = study.get_trials(deepcopy=False)
+    retry = next((t for t in retries if t.user_attrs.get(RETRY_OF) == number), None)
+    if retry is not None and not _take(storage, retry._trial_id):
         log.warning("trial %d finished after it was failed; its retry runs: kept", number)
         return
     if retry is not None:
@@ -293,7 +296,13 @@ def settle_late(study: optuna.Study, trial, state: TrialState, values) -> None:
     log.warning("trial %d finished after it was failed elsewhere: its result kept", number)
 
 
-_RUNNING = TrialState.RUNNING
+def _take(storage, trial_id: int) -> bool:
+    """Take a queued trial as ask() would (WAITING -> RUNNING, atomic), so it never starts;
+    False when it has started or ended already."""
+    try:
+        return storage.set_trial_state_values(trial_id, state=TrialState.RUNNING)
+    except UpdateFinishedTrialError:
+        return False
 
 
 def _ran(t: optuna.trial.FrozenTrial) -> bool:
