@@ -4,9 +4,10 @@ What changes (each a measured problem of the stock sweeper): jobs get their tria
 and `optuna.TrialPruned` is recorded PRUNED; NaN, exceptions and out-of-memory are FAIL with a
 reason, within a failure budget; `n_trials` counts the study's finished trials, so a rerun or a
 second worker continues the same study; `workers` starts asynchronous worker processes pinned to
-devices (workers); trials of dead workers are failed and retried at once on this host, after
-heartbeats elsewhere (recovery); known points and earlier studies seed the study (queue);
-job folders are trial numbers; one report is written at the end.
+devices (workers); trials of dead workers are failed and retried at once where their process
+can be seen, after heartbeats elsewhere (recovery), which the jobs beat while they progress;
+known points and earlier studies seed the study (queue); job folders are trial numbers; one
+report is written at the end.
 Search-space parsing, the custom search space and trial configuration are the library's.
 """
 
