@@ -40,17 +40,18 @@ def checked_run(cfg: DictConfig, hc, out_dir: Path) -> float | list[float]:
         trial = sweep_trial(cfg, hc)
         callbacks = pruning_callbacks(cfg, trial)
         single = hc.mode == RunMode.RUN  # a final run gets the evaluation report; trials do not
-        metrics = fit(cfg, out_dir, callbacks, evaluate=single)
+        beats = heartbeat_callbacks(trial, hc.sweeper)
+        metrics = fit(cfg, out_dir, [*callbacks, *beats], evaluate=single)
         for callback in callbacks:
             callback.raise_if_pruned()
         value = objective(metrics, cfg.objective)
         if trial is not None and cfg.repeats > 1:
             from cifar_sweep.repeats import seeds
-            from cifar_sweep.sweep.contract import objective_names
+            from cifar_sweep.sweep.contract import OBJECTIVE_STD, SEEDS, objective_names
 
             std = [metrics[f"{name}_std"] for name in objective_names(cfg.objective)]
-            trial.set_user_attr("seeds", seeds(cfg))
-            trial.set_user_attr("objective_std", std[0] if len(std) == 1 else std)
+            trial.set_user_attr(SEEDS, seeds(cfg))
+            trial.set_user_attr(OBJECTIVE_STD, std[0] if len(std) == 1 else std)
         return value
     except UserError as e:
         if hc.mode == RunMode.MULTIRUN:
@@ -90,6 +91,15 @@ def pruning_callbacks(cfg: DictConfig, trial) -> list:
     from cifar_sweep.sweep.pruning import ReportToTrial
 
     return [ReportToTrial(trial, monitor=cfg.objective)]
+
+
+def heartbeat_callbacks(trial, sweeper) -> list:
+    """Beat the trial's heartbeat while training makes progress (sweep jobs only)."""
+    if trial is None:
+        return []
+    from cifar_sweep.sweep import heartbeat
+
+    return heartbeat.callbacks(trial, sweeper.heartbeat_s)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ python -m cifar_sweep.report sqlite:///outputs/studies.db [study] [--out DIR]
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 import optuna
@@ -12,14 +13,15 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from cifar_sweep.errors import did_you_mean
-from cifar_sweep.sweep.contract import objective_names
+from cifar_sweep.sweep.contract import OBJECTIVE, classify, objective_names
 from cifar_sweep.sweep.plots import draw
 
 
 def table(study: optuna.Study) -> str:
-    """Trials by state, best value(s) and params, wall time."""
+    """Trials by class (states; a failure by its kind; warm-start copies apart), best value(s)
+    and params, wall time."""
     trials = study.get_trials(deepcopy=False)
-    states = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    states = Counter(map(classify, trials))
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     wall = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
@@ -67,7 +69,7 @@ def results(study: optuna.Study) -> dict:
 def write(study: optuna.Study, out_dir, *, plots: bool) -> list[Path]:
     """Print the table; write optimization_results.yaml, trials.csv and plots/*.png (Optuna's,
     and the workers' timeline, unless `plots` is false) to out_dir."""
-    names = objective_names(study.user_attrs.get("objective", []))  # set by the sweeper
+    names = objective_names(study.user_attrs.get(OBJECTIVE, []))  # set by the sweeper
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     print(table(study), flush=True)

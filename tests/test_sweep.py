@@ -14,6 +14,8 @@ import pytest
 from conftest import ROOT, distinct_params, states, study, sweep
 from optuna.trial import TrialState
 
+from cifar_sweep.sweep.contract import FAIL_REASON
+
 PLOTS = {
     "optimization_history",
     "param_importances",
@@ -130,7 +132,7 @@ def test_diverged_and_raising_trials_fail_with_a_reason_and_the_sweep_goes_on(tm
     s = study(tmp_path)
     assert states(s) == {"COMPLETE": 2, "FAIL": 4}
     failed = {
-        (t.params["optimizer.lr"], t.params["model.norm"]): t.user_attrs["fail_reason"]
+        (t.params["optimizer.lr"], t.params["model.norm"]): t.user_attrs[FAIL_REASON]
         for t in s.trials
         if t.state == TrialState.FAIL
     }
