@@ -34,6 +34,8 @@ SEEDS = PREFIX + "seeds"  # with repeats > 1: the seeds averaged
 OBJECTIVE_STD = PREFIX + "objective_std"  # with repeats > 1: the objective's spread over seeds
 OBJECTIVE = PREFIX + "objective"  # study attribute: the metric name(s) the values are
 JOB_BEATS = PREFIX + "job_beats"  # system attribute: the job beats the heartbeat from now on
+RUN_DIR = PREFIX + "run_dir"  # the trial's job folder (absolute), where it keeps last.ckpt
+RESUME = PREFIX + "resume"  # on a queued retry: the job folder whose last.ckpt it goes on from
 
 # Failure kinds. Only the CHARGED ones are the trial's fault and spend the failure budget.
 DIVERGED, ERROR = "diverged", "error"
@@ -76,12 +78,25 @@ def objective_names(objective) -> list[str]:
     return [objective] if isinstance(objective, str) else list(objective)
 
 
+def job_dir(sweep_dir, number: int) -> Path:
+    """The job folder of trial `number` (hydra.sweep.subdir is the trial number)."""
+    return Path(sweep_dir).absolute() / str(number)
+
+
+def quoted(value: str) -> str:
+    """`value` as one Hydra override value, whatever characters it holds."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def trial_overrides(study_name: str, trial: optuna.trial.Trial) -> list[str]:
-    """What the sweeper adds to a job's overrides so the job can find its trial."""
+    """What the sweeper adds to a job's overrides so the job can find its trial, and, for a
+    retry of a stopped trial, the folder whose last finished epoch it goes on from."""
+    resume = trial.user_attrs.get(RESUME)
     return [
         f"+trial.study={study_name}",
         f"+trial.id={trial._trial_id}",
         f"+trial.number={trial.number}",
+        *([f"resume={quoted(resume)}"] if resume else []),
     ]
 
 

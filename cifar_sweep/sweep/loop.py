@@ -35,12 +35,15 @@ from cifar_sweep.sweep.contract import (
     LIVE,
     NOT_RUN,
     PRUNED,
+    RESUME,
     RETRY_OF,
+    RUN_DIR,
     RUNNING,
     WAITING,
     classify,
     fail,
     job_batches,
+    job_dir,
     trial_overrides,
 )
 
@@ -70,6 +73,7 @@ class WorkerLoop:
         worker: int = 0,
         device: str = "auto",
         label: str = "",
+        sweep_dir: str | None = None,
     ):
         self.study, self.n_trials, self.n_jobs, self.grid = study, n_trials, n_jobs, grid
         self.failure_budget, self.names, self.heartbeat_s = failure_budget, names, heartbeat_s
@@ -77,6 +81,7 @@ class WorkerLoop:
         self.overrides = overrides  # trials -> each trial's job overrides (suggests its params)
         self.grace_s, self.max_retry, self.worker, self.device = grace_s, max_retry, worker, device
         self.label = label  # "worker 2: " before each progress line, when there are workers
+        self.sweep_dir = sweep_dir  # job folders are recorded on their trials (for resuming)
         self.terminated = self.in_trial = False
 
     def run(self) -> None:
@@ -148,6 +153,8 @@ class WorkerLoop:
 
     def _run_batch(self, trials: list) -> None:
         name = self.study.study_name
+        for t in trials:
+            self._prepare(t)
         jobs = [
             [*o, *trial_overrides(name, t)]
             for o, t in zip(self.overrides(trials), trials, strict=True)
@@ -172,6 +179,18 @@ class WorkerLoop:
         for trial, ret in zip(trials, returns, strict=True):
             tell(self.study, trial, ret)
             self._progress(trial)
+
+    def _prepare(self, trial) -> None:
+        """Record the trial's job folder; a retry that goes on from an earlier run's last epoch
+        gets that run's reported values, so the pruner sees the whole curve."""
+        storage = self.study._storage
+        if self.sweep_dir is not None:
+            folder = str(job_dir(self.sweep_dir, trial.number))
+            storage.set_trial_user_attr(trial._trial_id, RUN_DIR, folder)
+        if trial.user_attrs.get(RESUME) and trial.user_attrs.get(RETRY_OF) is not None:
+            earlier = self.study.get_trials(deepcopy=False)[trial.user_attrs[RETRY_OF]]
+            for step, value in sorted(earlier.intermediate_values.items()):
+                storage.set_trial_intermediate_value(trial._trial_id, step, value)
 
     def _progress(self, trial) -> None:
         """One line per trial: trial 7 (8/50)  complete  val/acc_best=0.83  best=0.86  pruned=3"""

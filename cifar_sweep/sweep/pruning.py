@@ -31,6 +31,9 @@ class ReportToTrial(L.Callback):
                 self._warned = True
             return
         epoch = trainer.current_epoch
+        storage = self.trial.study._storage
+        if epoch in storage.get_trial(self.trial._trial_id).intermediate_values:
+            return  # a resumed trial: reported by the run it goes on from
         self.trial.report(float(trainer.callback_metrics[self.monitor]), step=epoch)
         if self.trial.should_prune():
             self.pruned_epoch = epoch

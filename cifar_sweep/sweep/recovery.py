@@ -24,12 +24,15 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from cifar_sweep.sweep import slurm
 from cifar_sweep.sweep.contract import (
     FAIL_KIND,
     FAIL_REASON,
     OWNER,
+    RESUME,
     RETRIES,
     RETRY_OF,
+    RUN_DIR,
     WORKER_DIED,
 )
 
@@ -81,6 +84,7 @@ def this_process(*, worker: int, device: str, trial: int) -> dict:
         "worker": worker,
         "device": device,
         "trial": trial,
+        **slurm.job(),
     }
 
 
@@ -95,12 +99,12 @@ def claim(study: optuna.Study, trial: optuna.trial.Trial, *, worker: int, device
 
 
 def gone(owner: dict) -> bool:
-    """Whether the process `owner` names has surely ended. False when this process cannot see
-    it (another machine, boot or PID namespace): heartbeats judge those."""
-    if owner.get("boot") is None or owner.get("ticks") is None:
-        return False
-    if owner["boot"] != BOOT or any(owner.get(k) != v for k, v in VIEW.items()):
-        return False
+    """Whether the process `owner` names has surely ended. When this process cannot see it
+    (another machine, boot or PID namespace), SLURM answers for its jobs; heartbeats judge the
+    rest."""
+    seen = owner.get("boot") == BOOT and all(owner.get(k) == v for k, v in VIEW.items())
+    if not seen or owner.get("ticks") is None:
+        return bool(slurm.gone(owner))  # the scheduler's word where the owner was its job
     stat = _stat(owner["pid"])
     return stat is None or stat[0] in "ZXx" or abs(stat[1] - owner["ticks"]) > TICKS_TOLERANCE
 
@@ -127,6 +131,8 @@ def requeue(study: optuna.Study, t: optuna.trial.FrozenTrial, *, max_retry: int 
         log.warning("trial %d: its point was retried %d times; not again", t.number, max_retry)
         return False
     attrs = {RETRY_OF: t.number, RETRIES: retries}
+    if t.user_attrs.get(RUN_DIR):  # the retry goes on from the last epoch its run finished
+        attrs[RESUME] = t.user_attrs[RUN_DIR]
     study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
     return True
 

@@ -27,7 +27,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from cifar_sweep import report
 from cifar_sweep.errors import UserError, exit_with
-from cifar_sweep.sweep import contract, queue, recovery, workers
+from cifar_sweep.sweep import contract, queue, recovery, slurm, workers
 from cifar_sweep.sweep.loop import WorkerLoop, states
 from cifar_sweep.targets import build
 
@@ -37,6 +37,15 @@ log = logging.getLogger(__name__)
 def _is_discrete(dist) -> bool:
     return isinstance(dist, CategoricalDistribution | IntDistribution) or (
         isinstance(dist, FloatDistribution) and dist.step is not None
+    )
+
+
+def _ended(study: optuna.Study, n_trials: int) -> bool:
+    """Whether no trial runs or waits and the study holds its n_trials finished trials."""
+    n = states(study)
+    return (
+        not (n[contract.RUNNING] or n[contract.WAITING])
+        and sum(n[k] for k in contract.FINISHED) >= n_trials
     )
 
 
@@ -124,7 +133,12 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         )
         names = contract.objective_names(self.config.objective)
         the_study.set_user_attr(contract.OBJECTIVE, names)  # names the values in later reports
-        launching = self.worker is None  # not a worker started by another sweep process
+        launching = not workers.started_by_a_sweep()  # a command typed, or a SLURM array task
+        task = slurm.array_task()
+        worker = self.worker if self.worker is not None else task or 0
+        threads = slurm.use_given_cpus()
+        if task is not None:
+            log.info("worker %d: SLURM array task, %s CPU threads", worker, threads or "default")
         if launching:
             dists = queue.distributions(space, self.custom_search_space_extender, self.config)
             queue.enqueue(the_study, self.queue["enqueue"], dists)
@@ -146,13 +160,15 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
                 names=names,
                 **self.heartbeat,
                 max_retry=self.max_retry,
-                worker=self.worker or 0,
+                worker=worker,
                 device=workers.pin(self.devices),
-                label="" if launching else f"worker {self.worker}: ",
+                label="" if launching and task is None else f"worker {worker}: ",
+                sweep_dir=self.config.hydra.sweep.dir,
             )
             loop.run()
         finally:
-            if launching:  # the workers' launching process writes the one report
+            # one report: by the process the user started, or the array task that ends the study
+            if launching and (task is None or _ended(the_study, n_trials)):
                 report.write(the_study, self.config.hydra.sweep.dir, plots=self.plots)
 
     def _space(self, arguments: list[str]):

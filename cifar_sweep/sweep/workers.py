@@ -17,8 +17,10 @@ import sys
 from omegaconf import DictConfig, ListConfig
 
 from cifar_sweep.errors import UserError
+from cifar_sweep.sweep.contract import quoted
 
 log = logging.getLogger(__name__)
+PARENT = "CIFAR_SWEEP_WORKER_OF_A_SWEEP"  # set in the environment of the workers `run` starts
 OWN_KEYS = (
     "hydra.sweep.dir",
     "hydra.sweeper.workers",
@@ -65,8 +67,10 @@ def pin(devices) -> str:
     return device
 
 
-def _quoted(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+def started_by_a_sweep() -> bool:
+    """Whether this process is a worker that another sweep process started (`run`): such a
+    worker neither seeds the study nor writes the report; its launching process does."""
+    return os.environ.get(PARENT) == "1"
 
 
 def command(config: DictConfig, worker: int, device: str) -> list[str]:
@@ -76,7 +80,7 @@ def command(config: DictConfig, worker: int, device: str) -> list[str]:
     return [
         sys.executable,
         *sys.orig_argv[1:],
-        f"hydra.sweep.dir={_quoted(str(config.hydra.sweep.dir))}",
+        f"hydra.sweep.dir={quoted(str(config.hydra.sweep.dir))}",
         "hydra.sweeper.workers=1",
         f"hydra.sweeper.worker={worker}",
         f"hydra.sweeper.devices=[{device}]",
@@ -88,7 +92,7 @@ def run(config: DictConfig, workers: int, devices) -> None:
     ids = device_ids(devices)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     threads = str(max(1, (cores or 1) // workers))  # each worker's share of the cores
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, PARENT: "1"}
     procs = []
     for i in range(workers):
         device = ids[i % len(ids)]

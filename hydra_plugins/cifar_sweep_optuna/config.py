@@ -30,7 +30,7 @@ class CifarOptunaSweeperConf:
     max_retry: int = 1
     workers: int = 1
     devices: Any = "auto"
-    worker: int | None = None  # set by the launching process on each worker it starts
+    worker: int | None = None  # this worker's index: set by a launching sweep (SLURM: the task id)
     enqueue: Any = None
     warm_start: str | None = None
     plots: bool = True
