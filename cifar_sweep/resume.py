@@ -77,5 +77,5 @@ def checkpoint(cfg: DictConfig) -> Path | None:
             f"resume={cfg.resume}: the run there had another config: {differs}; "
             "rerun its own command with resume=..."
         )
-    log.info("resume=%s: going on after epoch %d", cfg.resume, saved["epoch"] + 1)
+    log.info("resume=%s: going on from epoch %d", cfg.resume, saved["epoch"] + 1)  # 0-based
     return last

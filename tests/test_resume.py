@@ -48,7 +48,7 @@ def test_a_killed_run_resumed_ends_as_an_uninterrupted_run(tmp_path: Path):
     resumed = run_cli(*RUN, cache, f"resume={tmp_path / 'run'}")  # goes on in its own folder
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     log = (tmp_path / "run" / "__main__.log").read_text()
-    done = int(log.split("going on after epoch ")[1].split()[0])
+    done = int(log.split("going on from epoch ")[1].split()[0])
     assert 1 <= done < 4  # so the rerun trained only the remaining epochs
     assert metrics(tmp_path / "run") == metrics(tmp_path / "whole")
 

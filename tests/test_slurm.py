@@ -1,0 +1,146 @@
+"""Sweeps through a real SLURM scheduler (`.ci/slurm-up` starts a one-node one): the shipped
+array script as the README shows it, a task cancelled mid-trial whose point another task goes
+on with from its last finished epoch, and a dead job's trial recovered at once."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import ROOT, TINY
+
+from cifar_sweep.sweep import contract, recovery
+
+pytestmark = pytest.mark.slurm
+SCRIPT = ROOT / "examples" / "slurm" / "sweep.sbatch"
+
+
+def _scheduler_answers() -> bool:
+    if shutil.which("sbatch") is None:
+        return False
+    return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
+
+
+if not _scheduler_answers():
+    pytest.skip(
+        "no SLURM scheduler here (sbatch missing or sinfo fails): run .ci/slurm-up",
+        allow_module_level=True,
+    )
+
+
+def submit(tmp_path: Path, *args: str, array: str = "0-1", wait: bool = True) -> str:
+    """sbatch the shipped script from tmp_path (outputs land there); return the array job id."""
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    cmd = ["sbatch", "--parsable", f"--array={array}", f"--chdir={tmp_path}"]
+    cmd += [*(["--wait"] if wait else []), str(SCRIPT), *TINY, "model=tiny_cnn", *args]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    logs = "".join(p.read_text() for p in sorted(tmp_path.glob("slurm-*.out")))
+    assert done.returncode == 0, done.stderr + logs[-4000:]
+    return done.stdout.strip().split(";")[0]
+
+
+def the_study(tmp_path: Path) -> optuna.Study:
+    storage = f"sqlite:///{tmp_path / 'outputs' / 'studies.db'}"
+    [name] = optuna.get_all_study_names(storage)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_an_array_of_workers_shares_one_study_one_folder_and_one_report(tmp_path: Path):
+    job = submit(tmp_path, "hydra.sweeper.n_trials=4", "trainer.max_epochs=1", array="0-2")
+    study = the_study(tmp_path)
+    finished = [t for t in study.trials if contract.classify(t) in contract.FINISHED]
+    assert len(finished) == 4
+    assert len({tuple(sorted(t.params.items())) for t in finished}) == 4
+    [folder] = (tmp_path / "outputs" / "multirun").iterdir()
+    assert folder.name == job  # one sweep folder per array job, whatever second a task started
+    assert (folder / "optimization_results.yaml").exists()
+    assert (folder / "plots" / "timeline.png").exists()
+    owners = [t.user_attrs[contract.OWNER] for t in study.trials]
+    assert {o["slurm_job"] for o in owners} <= {f"{job}_{i}" for i in range(3)}
+    assert {o["worker"] for o in owners} == {int(o["slurm_job"].split("_")[1]) for o in owners}
+    logs = "".join(p.read_text() for p in tmp_path.glob("slurm-*.out"))
+    assert "SLURM array task, 1 CPU threads" in logs  # --cpus-per-task=1 of the script
+
+
+def _running_trial_with_checkpoint(tmp_path: Path, timeout: float = 600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.2)
+        if not (tmp_path / "outputs" / "studies.db").exists():
+            continue
+        try:
+            running = the_study(tmp_path).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        except (ValueError, KeyError):  # the study is not created yet
+            continue
+        for t in running:
+            folder = Path(t.user_attrs.get(contract.RUN_DIR, "/nonexistent"))
+            if (folder / "checkpoints" / "last.ckpt").exists():
+                return t
+    raise AssertionError("no running trial reached the end of its first epoch")
+
+
+def test_a_cancelled_task_trial_goes_on_from_its_last_epoch_elsewhere(tmp_path: Path):
+    epochs = 6
+    job = submit(
+        tmp_path,
+        "hydra.sweeper.n_trials=3",
+        f"trainer.max_epochs={epochs}",
+        "trainer.deterministic=true",
+        wait=False,
+    )
+    t = _running_trial_with_checkpoint(tmp_path)
+    task = t.user_attrs[contract.OWNER]["slurm_job"]
+    cancelled = time.time()
+    subprocess.run(["scancel", task], check=True)
+    while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout:
+        time.sleep(0.5)  # until every task of the array has ended
+    study = the_study(tmp_path)
+    finished = [x for x in study.trials if contract.classify(x) in contract.FINISHED]
+    assert len(finished) == 3  # exactly n_trials, the cancelled point among them
+    [stopped] = [x for x in study.trials if x.number == t.number]
+    assert contract.classify(stopped) == contract.INTERRUPTED
+    [retry] = [x for x in study.trials if x.user_attrs.get(contract.RETRY_OF) == t.number]
+    assert retry.user_attrs[contract.RESUME] == t.user_attrs[contract.RUN_DIR]
+    assert retry.datetime_start.timestamp() >= cancelled - 1
+    log = (Path(retry.user_attrs[contract.RUN_DIR]) / "__main__.log").read_text()
+    done = int(log.split("going on from epoch ")[1].split()[0])
+    assert 1 <= done < epochs  # the retry trained only the epochs the cancelled run had not
+    assert sorted(retry.intermediate_values) == list(range(epochs))  # the whole curve
+    print(f"epochs saved by resuming: {done} of {epochs}")
+
+
+def _job(*args: str) -> str:
+    done = subprocess.run(
+        ["sbatch", "--parsable", "--output=/dev/null", *args], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_trial_whose_job_the_scheduler_no_longer_runs_is_recovered_at_once(tmp_path: Path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    job = _job("--wrap=sleep 300")
+    while (
+        "RUNNING"
+        not in subprocess.run(
+            ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True
+        ).stdout
+    ):
+        time.sleep(0.2)
+    trial = study.ask()
+    # an owner on another machine: its process cannot be seen from here, only its job
+    owner = {"host": "node-b", "boot": "another-boot", "pid": 1, "ticks": 1, "trial": 0}
+    trial.set_user_attr(contract.OWNER, {**owner, "slurm_job": job, "slurm_restarts": 0})
+    assert recovery.recover(study, max_retry=1, grace_s=3600) == 0  # its job still runs
+    subprocess.run(["scancel", job], check=True)
+    start = time.time()
+    while not recovery.recover(study, max_retry=1, grace_s=3600):
+        assert time.time() - start < 60, "never recovered"
+        time.sleep(0.2)
+    print(f"recovered {time.time() - start:.1f} s after scancel")
+    assert contract.classify(study.trials[0]) == contract.WORKER_DIED
+    assert study.trials[1].state == optuna.trial.TrialState.WAITING  # its point, queued again
