@@ -10,8 +10,11 @@ install:  ## create .venv and install the project with its dev tools
 test:  ## the default test run (CPU, a few minutes)
 	$(PY) -m pytest
 
-test-slow:  ## the slower tests too
+test-slow:  ## the slower tests too (and the SLURM ones where a scheduler answers)
 	$(PY) -m pytest -m ''
+
+test-slurm:  ## sweeps through a real SLURM scheduler (bash .ci/slurm-up starts a one-node one)
+	$(PY) -m pytest -m slurm
 
 lint:  ## ruff lint and format check
 	$(PY) -m ruff check .
@@ -55,4 +58,4 @@ tensorboard:  ## TensorBoard on every run and sweep
 clean:  ## remove outputs, caches and build files (not data/)
 	rm -rf outputs .pytest_cache .ruff_cache build dist *.egg-info
 
-.PHONY: help install test test-slow lint format train train-offline sweep bench bench-sweep bench-workers bench-startup campaign tensorboard clean
+.PHONY: help install test test-slow test-slurm lint format train train-offline sweep bench bench-sweep bench-workers bench-startup campaign tensorboard clean

@@ -80,8 +80,11 @@ def sweep_trial(cfg: DictConfig, hc):
     if "trial" not in cfg:
         return None
     from cifar_sweep.sweep.contract import job_trial
+    from cifar_sweep.sweep.recovery import take_over
 
-    return job_trial(cfg, hc.sweeper)
+    trial = job_trial(cfg, hc.sweeper)
+    take_over(trial)  # a job in a process of its own (submitit, joblib) owns its trial
+    return trial
 
 
 def pruning_callbacks(cfg: DictConfig, trial) -> list:

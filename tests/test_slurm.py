@@ -4,6 +4,7 @@ on with from its last finished epoch, and a dead job's trial recovered at once."
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -144,3 +145,66 @@ def test_a_trial_whose_job_the_scheduler_no_longer_runs_is_recovered_at_once(tmp
     print(f"recovered {time.time() - start:.1f} s after scancel")
     assert contract.classify(study.trials[0]) == contract.WORKER_DIED
     assert study.trials[1].state == optuna.trial.TrialState.WAITING  # its point, queued again
+
+
+def submitit_sweep(tmp_path: Path, *args: str) -> list[str]:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]'")
+    (tmp_path / "outputs").mkdir()
+    return [
+        sys.executable,
+        "-m",
+        "cifar_sweep",
+        "-m",
+        *TINY,
+        "model=tiny_cnn",
+        "hydra/launcher=submitit_slurm",
+        f"hydra.launcher.name={job_name(tmp_path)}",  # its jobs, found in squeue by name
+        "hydra.launcher.timeout_min=30",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.sweeper.n_jobs=2",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path / 'outputs' / 'studies.db'}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        *args,
+    ]
+
+
+def job_name(tmp_path: Path) -> str:
+    return f"cs-{tmp_path.parent.name}-{tmp_path.name}"  # unique across test runs
+
+
+def queued(name: str) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def test_a_submitit_sweep_finishes_and_its_trials_name_their_jobs(tmp_path: Path):
+    cmd = submitit_sweep(tmp_path, "hydra.sweeper.n_trials=2", "trainer.max_epochs=1")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = the_study(tmp_path)
+    assert [contract.classify(t) for t in study.trials] == [contract.COMPLETE] * 2
+    owners = [t.user_attrs[contract.OWNER] for t in study.trials]
+    assert all(o["slurm_job"] and o["pid"] != os.getpid() for o in owners)  # the jobs, not us
+    assert done.stderr.count("sacct") <= 1  # no flood when SLURM keeps no accounting
+
+
+def test_ctrl_c_in_a_submitit_sweep_leaves_no_job_running(tmp_path: Path):
+    # epochs long enough that a job left running would outlive the bound below by far
+    many = ["dataset.train_per_class=1000", "trainer.max_epochs=50"]
+    cmd = submitit_sweep(tmp_path, "hydra.sweeper.n_trials=2", *many)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True}
+    sweep = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, **quiet)
+    deadline = time.time() + 300
+    while len(queued(job_name(tmp_path))) < 2:
+        assert sweep.poll() is None and time.time() < deadline, sweep.stderr.read()[-3000:]
+        time.sleep(0.2)
+    sweep.send_signal(signal.SIGINT)
+    assert sweep.wait(timeout=120) == 130
+    stopped = time.time()
+    while queued(job_name(tmp_path)):
+        assert time.time() - stopped < 5, "jobs outlived their sweep"
+        time.sleep(0.2)
+    print(f"jobs gone {time.time() - stopped:.1f} s after the sweep ended")

@@ -98,6 +98,19 @@ def claim(study: optuna.Study, trial: optuna.trial.Trial, *, worker: int, device
     storage.set_trial_user_attr(trial._trial_id, OWNER, owner)
 
 
+def take_over(trial: optuna.trial.Trial) -> None:
+    """In a job: own the trial the sweep process claimed, when the job runs in another process
+    (a submitit job on a node, a joblib worker), so the owner names the job's host, pid and
+    SLURM job; a job in the sweep process itself changes nothing."""
+    storage = trial.study._storage
+    owner = storage.get_trial(trial._trial_id).user_attrs.get(OWNER) or {}
+    mine = this_process(
+        worker=owner.get("worker", 0), device=owner.get("device", "auto"), trial=trial.number
+    )
+    if (owner.get("host"), owner.get("pid")) != (mine["host"], mine["pid"]):
+        storage.set_trial_user_attr(trial._trial_id, OWNER, mine)
+
+
 def gone(owner: dict) -> bool:
     """Whether the process `owner` names has surely ended. When this process cannot see it
     (another machine, boot or PID namespace), SLURM answers for its jobs; heartbeats judge the

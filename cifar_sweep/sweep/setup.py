@@ -153,7 +153,7 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
                 n_jobs=self.n_jobs,
                 grid=bool(grid_size),
                 failure_budget=self.max_failure_rate * n_trials,
-                launch=self.launcher.launch,
+                launch=slurm.launch_cancelling(self.launcher),
                 overrides=lambda trials: self._configure_trials(
                     trials, space, fixed, fixed_overrides
                 ),

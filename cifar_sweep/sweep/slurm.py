@@ -5,9 +5,12 @@ job the scheduler no longer runs is recovered at once, from any node that can as
 Read from SLURM's own environment variables and `scontrol`; nothing here when not under SLURM.
 """
 
+import logging
 import os
 import shutil
 import subprocess
+from contextlib import contextmanager
+from unittest import mock
 
 
 def array_task() -> int | None:
@@ -62,3 +65,65 @@ def gone(owner: dict) -> bool | None:
     if fields.get("JobState") not in ("RUNNING", "COMPLETING", "SUSPENDED"):
         return True  # cancelled, timed out, pre-empted and waiting to be requeued, finished
     return int(fields.get("Restarts", 0)) != owner.get("slurm_restarts", 0)
+
+
+def launch_cancelling(launcher):
+    """`launcher.launch`, which for Hydra's submitit launchers cancels the jobs it submitted when
+    the sweep stops (Ctrl-C, SIGTERM, an error): no job outlives its sweep. Others: as they are."""
+    if not type(launcher).__module__.startswith("hydra_plugins.hydra_submitit_launcher"):
+        return launcher.launch
+
+    def launch(job_overrides, initial_job_idx):
+        import submitit
+
+        _quiet_sacct()
+        with _recorded(submitit.AutoExecutor) as submitted:
+            try:
+                return launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
+            except BaseException:
+                for job in submitted:
+                    job.cancel(check=False)
+                raise
+
+    return launch
+
+
+@contextmanager
+def _recorded(executor_class):
+    """The jobs that executor_class.map_array submits meanwhile (the submitit launcher keeps
+    them to itself)."""
+    submitted = []
+    original = executor_class.map_array
+
+    def map_array(executor, *args, **kwargs):
+        jobs = original(executor, *args, **kwargs)
+        submitted.extend(jobs)
+        return jobs
+
+    with mock.patch.object(executor_class, "map_array", map_array):
+        yield submitted
+
+
+class _SacctOnce(logging.Filter):
+    """submitit warns at each status poll when SLURM keeps no accounting (no sacct): once."""
+
+    said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Bypassing sacct error" not in record.getMessage():
+            return True
+        if not _SacctOnce.said:
+            _SacctOnce.said = True
+            record.msg, record.args = (
+                "SLURM keeps no job accounting (sacct fails): job states come from submitit's "
+                "own files",
+                (),
+            )
+            return True
+        return False
+
+
+def _quiet_sacct() -> None:
+    log = logging.getLogger("submitit")
+    if not any(isinstance(f, _SacctOnce) for f in log.filters):
+        log.addFilter(_SacctOnce())
