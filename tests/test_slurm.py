@@ -2,6 +2,7 @@
 array script as the README shows it, a task cancelled mid-trial whose point another task goes
 on with from its last finished epoch, and a dead job's trial recovered at once."""
 
+import json
 import os
 import shutil
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, run_cli
 
 from cifar_sweep.sweep import contract, recovery
 
@@ -86,13 +87,8 @@ def _running_trial_with_checkpoint(tmp_path: Path, timeout: float = 600):
 
 def test_a_cancelled_task_trial_goes_on_from_its_last_epoch_elsewhere(tmp_path: Path):
     epochs = 6
-    job = submit(
-        tmp_path,
-        "hydra.sweeper.n_trials=3",
-        f"trainer.max_epochs={epochs}",
-        "trainer.deterministic=true",
-        wait=False,
-    )
+    same = [f"trainer.max_epochs={epochs}", "trainer.deterministic=true"]
+    job = submit(tmp_path, "hydra.sweeper.n_trials=3", *same, wait=False)
     t = _running_trial_with_checkpoint(tmp_path)
     task = t.user_attrs[contract.OWNER]["slurm_job"]
     cancelled = time.time()
@@ -112,6 +108,12 @@ def test_a_cancelled_task_trial_goes_on_from_its_last_epoch_elsewhere(tmp_path: 
     assert 1 <= done < epochs  # the retry trained only the epochs the cancelled run had not
     assert sorted(retry.intermediate_values) == list(range(epochs))  # the whole curve
     print(f"epochs saved by resuming: {done} of {epochs}")
+    # the resumed trial ends where the same point run without a stop ends, to the last digit
+    point = [f"{k}={v!r}" for k, v in retry.params.items()]
+    whole = run_cli("model=tiny_cnn", *same, *point, f"hydra.run.dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    metrics = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert retry.value == metrics["val/acc_best"]
 
 
 def _job(*args: str) -> str:
