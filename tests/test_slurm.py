@@ -34,14 +34,16 @@ if not _scheduler_answers():
     )
 
 
-def submit(tmp_path: Path, *args: str, array: str = "0-1", wait: bool = True) -> str:
+def submit(
+    tmp_path: Path, *args: str, array: str = "0-1", wait: bool = True, extra=(), ok: bool = True
+) -> str:
     """sbatch the shipped script from tmp_path (outputs land there); return the array job id."""
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
-    cmd = ["sbatch", "--parsable", f"--array={array}", f"--chdir={tmp_path}"]
+    cmd = ["sbatch", "--parsable", f"--array={array}", f"--chdir={tmp_path}", *extra]
     cmd += [*(["--wait"] if wait else []), str(SCRIPT), *TINY, "model=tiny_cnn", *args]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     logs = "".join(p.read_text() for p in sorted(tmp_path.glob("slurm-*.out")))
-    assert done.returncode == 0, done.stderr + logs[-4000:]
+    assert done.returncode == 0 or not ok, done.stderr + logs[-4000:]
     return done.stdout.strip().split(";")[0]
 
 
@@ -114,6 +116,38 @@ def test_a_cancelled_task_trial_goes_on_from_its_last_epoch_elsewhere(tmp_path: 
     assert whole.returncode == 0, whole.stderr[-2000:]
     metrics = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     assert retry.value == metrics["val/acc_best"]
+
+
+def test_tasks_out_of_time_leave_their_trials_to_the_next_array(tmp_path: Path):
+    """A time limit (SIGTERM before it, as the script asks) stops every task mid-trial; the
+    next array goes on with each stopped point from its last finished epoch."""
+    epochs, n = 8, 2
+    same = [
+        "hydra.sweeper.n_trials=2",
+        f"trainer.max_epochs={epochs}",
+        "dataset.train_per_class=400",
+    ]
+    limit = ["--time=1", "--signal=B:TERM@40"]  # SIGTERM about 20 s in
+    first = submit(tmp_path, *same, array="0-1", extra=limit, ok=False)
+    study = the_study(tmp_path)
+    stopped = [t for t in study.trials if contract.classify(t) == contract.INTERRUPTED]
+    assert stopped, "the time limit stopped no trial"
+    submit(tmp_path, *same, array="0-1")
+    study = the_study(tmp_path)
+    assert sum(contract.classify(t) in contract.FINISHED for t in study.trials) == n
+    resumed = [t for t in study.trials if t.user_attrs.get(contract.RESUME)]
+    done = [
+        int(
+            (Path(t.user_attrs[contract.RUN_DIR]) / "__main__.log")
+            .read_text()
+            .split("going on from epoch ")[1]
+            .split()[0]
+        )
+        for t in resumed
+        if contract.classify(t) in contract.FINISHED
+    ]
+    assert done and all(d >= 1 for d in done), (first, done)
+    print(f"epochs saved after the time limit: {sum(done)} of {epochs * len(done)}")
 
 
 def _job(*args: str) -> str:
