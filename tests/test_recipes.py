@@ -6,7 +6,7 @@ from pathlib import Path
 import lightning as L
 import optuna
 import pytest
-from conftest import compose_cfg
+from conftest import ROOT, compose_cfg
 
 from cifar_sweep.train import train
 
@@ -83,3 +83,37 @@ def test_a_pruned_trial_trains_no_further_seed_or_fold(split: str, tmp_path: Pat
     assert ran == (["seed0"] if split.startswith("repeats") else ["fold0"])
     with pytest.raises(optuna.TrialPruned, match="after epoch 0"):
         callback.raise_if_pruned()
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (ROOT / "conf" / "scheduler").glob("*")))
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_every_schedule_spans_the_run_in_its_interval(option: str, warmup: int):
+    """40 epochs of 3 steps: a schedule stepped per step sees 120 rates, per epoch 40."""
+    import torch
+
+    from cifar_sweep.classifier import lr_schedule
+    from cifar_sweep.targets import build
+
+    cfg = compose_cfg(f"scheduler={option}", f"scheduler.warmup_epochs={warmup}")
+    if warmup and option in ("reduce_on_plateau", "onecycle"):
+        pytest.skip(f"{option} takes no warmup (a plateau cannot be chained; onecycle has its own)")
+    optimizer = build(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
+    entry = lr_schedule(
+        optimizer,
+        build(cfg.scheduler.fn),
+        monitor=cfg.scheduler.monitor,
+        interval=cfg.scheduler.interval,
+        warmup_epochs=warmup,
+        max_epochs=40,
+        steps_per_epoch=3,
+    )
+    steps = 120 if entry["interval"] == "step" else 40
+    lrs = []
+    for _ in range(steps):  # OneCycleLR refuses a step past its length
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        entry["scheduler"].step(1.0) if cfg.scheduler.monitor else entry["scheduler"].step()
+    assert all(0 <= lr <= cfg.optimizer.lr * 1.0001 for lr in lrs)
+    assert (len(set(lrs)) == 1) == (option == "constant" and not warmup), lrs
+    if option in ("cosine", "onecycle"):  # a null length: the schedule ends with the run
+        assert entry["interval"] == "step" and lrs[-1] < 0.05 * cfg.optimizer.lr
