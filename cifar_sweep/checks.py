@@ -34,7 +34,7 @@ SOURCE_KEYS = {
         "num_classes image_size channels train_per_class test_per_class noise".split()
     ),
 }
-SCHEDULER_KEYS = {"fn", "monitor", "warmup_epochs"}  # fn's own keys are its class's arguments
+SCHEDULER_KEYS = {"fn", "monitor", "interval", "warmup_epochs"}  # fn: its class's arguments
 # the keys the code passes itself when it builds each target
 PASSED = {
     "model": {"num_classes", "in_channels"},

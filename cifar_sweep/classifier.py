@@ -1,3 +1,4 @@
+import functools
 import time
 
 import lightning as L
@@ -8,6 +9,38 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from cifar_sweep.errors import UserError
+
+LENGTH_KEYS = ("T_max", "total_steps")  # CosineAnnealingLR's and OneCycleLR's schedule length
+
+
+def lr_schedule(
+    optimizer: torch.optim.Optimizer,
+    scheduler: functools.partial,
+    *,
+    monitor: str | None,
+    interval: str,
+    warmup_epochs: int,
+    max_epochs: int,
+    steps_per_epoch: int,
+) -> dict:
+    """Lightning's lr_scheduler entry: `scheduler` after a linear warm-up from lr/10, stepped per
+    epoch or per optimizer step (`interval`). A length key left null (LENGTH_KEYS) spans the run
+    after the warm-up, so no one has to subtract by hand."""
+    if interval not in ("epoch", "step"):
+        raise UserError(f"scheduler.interval={interval} must be epoch or step")
+    if monitor and (warmup_epochs or interval == "step"):
+        raise UserError(
+            "scheduler.warmup_epochs must be 0 and scheduler.interval epoch with a plateau schedule"
+        )
+    per_epoch = steps_per_epoch if interval == "step" else 1
+    warmup = warmup_epochs * per_epoch
+    length = max(max_epochs * per_epoch - warmup, 1)  # a quick run may end inside the warm-up
+    unset = {k: length for k in LENGTH_KEYS if scheduler.keywords.get(k, 0) is None}
+    schedule = scheduler(optimizer=optimizer, **unset)
+    if warmup:
+        ramp = LinearLR(optimizer, start_factor=0.1, total_iters=warmup)
+        schedule = SequentialLR(optimizer, [ramp, schedule], [warmup])
+    return {"scheduler": schedule, "interval": interval} | ({"monitor": monitor} if monitor else {})
 
 
 class Classifier(L.LightningModule):
@@ -20,6 +53,7 @@ class Classifier(L.LightningModule):
         optimizer,
         scheduler,
         scheduler_monitor: str | None,
+        scheduler_interval: str,
         warmup_epochs: int,
         num_classes: int,
         label_smoothing: float,
@@ -28,6 +62,7 @@ class Classifier(L.LightningModule):
         self.model = model
         self.optimizer_fn, self.scheduler_fn = optimizer, scheduler
         self.scheduler_monitor, self.warmup_epochs = scheduler_monitor, warmup_epochs
+        self.scheduler_interval = scheduler_interval
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -63,9 +98,15 @@ class Classifier(L.LightningModule):
         self.log("time/epoch_s", self._epoch_s)
         self.log("time/images_per_s", self._images / self._epoch_s)
 
+    def evaluate(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of an evaluation batch. A compiled model compiles one graph for every batch
+        size (eval_batch_size, a last partial batch) instead of one per size."""
+        torch._dynamo.maybe_mark_dynamic(x, 0)
+        return self(x)
+
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch
-        logits = self(x)
+        logits = self.evaluate(x)
         self.val_acc.update(logits, y)
         self.log("val/loss", self.loss(logits, y), on_step=False, on_epoch=True, prog_bar=True)
 
@@ -78,20 +119,25 @@ class Classifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         x, y = batch
-        logits = self(x)
+        logits = self.evaluate(x)
         self.test_acc(logits, y)
         self.log("test/loss", self.loss(logits, y), on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
 
+    def predict_step(self, batch, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch
+        return self.evaluate(x).float().softmax(dim=1).cpu(), y.cpu()
+
     def configure_optimizers(self):
         optimizer = self.optimizer_fn(params=self.parameters())
-        scheduler = self.scheduler_fn(optimizer=optimizer)
-        if self.warmup_epochs:
-            if self.scheduler_monitor:
-                raise UserError("scheduler.warmup_epochs must be 0 with a plateau schedule")
-            warmup = LinearLR(optimizer, start_factor=0.1, total_iters=self.warmup_epochs)
-            scheduler = SequentialLR(optimizer, [warmup, scheduler], [self.warmup_epochs])
-        config = {"scheduler": scheduler, "interval": "epoch"}
-        if self.scheduler_monitor:
-            config["monitor"] = self.scheduler_monitor
-        return {"optimizer": optimizer, "lr_scheduler": config}
+        epochs = self.trainer.max_epochs
+        schedule = lr_schedule(
+            optimizer,
+            self.scheduler_fn,
+            monitor=self.scheduler_monitor,
+            interval=self.scheduler_interval,
+            warmup_epochs=self.warmup_epochs,
+            max_epochs=epochs,
+            steps_per_epoch=max(int(self.trainer.estimated_stepping_batches) // epochs, 1),
+        )
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -18,15 +18,12 @@ from torchmetrics.classification import (  # noqa: E402
 )
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, batches) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax probabilities and labels over every batch, on the model's device."""
-    model.eval()
-    probs, labels = [], []
-    for x, y in batches:
-        probs.append(model(x).float().softmax(dim=1).cpu())
-        labels.append(y.cpu())
-    return torch.cat(probs), torch.cat(labels)
+def predict(trainer, module, batches) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities and labels over every batch, by `trainer.predict`: the precision,
+    inference mode and (compiled) graph that `trainer.test` used, so no second compile and no
+    fp32 numbers beside bf16 ones."""
+    out = trainer.predict(module, dataloaders=batches)
+    return torch.cat([p for p, _ in out]), torch.cat([y for _, y in out])
 
 
 def report(probs: torch.Tensor, labels: torch.Tensor, classes: list[str], metrics: dict) -> dict:

@@ -1,5 +1,6 @@
 """train(cfg) -> metrics: one training run, kept apart from Hydra so tests and sweepers call it."""
 
+import gc
 import inspect
 import json
 import logging
@@ -20,7 +21,7 @@ from cifar_sweep import evaluation, flops, resume
 from cifar_sweep.checks import check
 from cifar_sweep.classifier import Classifier
 from cifar_sweep.data.datamodule import ImageDataModule
-from cifar_sweep.divergence import StopOnNonFinite
+from cifar_sweep.divergence import StopOnDivergence, raise_if_diverged
 from cifar_sweep.errors import UserError
 from cifar_sweep.resume import AtomicCheckpoint
 from cifar_sweep.targets import build
@@ -32,6 +33,7 @@ RUNNER_KEYS = {
     "compile",
     "label_smoothing",
     "early_stopping",
+    "max_loss",
     "progress_bar",
     "stop_on_nonfinite",
 }
@@ -55,6 +57,9 @@ class OneProgressBar(TQDMProgressBar):
     def init_test_tqdm(self) -> Tqdm:
         return Tqdm(disable=True)
 
+    def init_predict_tqdm(self) -> Tqdm:
+        return Tqdm(disable=True)
+
 
 def on_gpu(t: DictConfig) -> bool:
     """Whether trainer.accelerator puts the run on a CUDA GPU."""
@@ -64,21 +69,32 @@ def on_gpu(t: DictConfig) -> bool:
 
 
 def device_defaults(cfg: DictConfig) -> DictConfig:
-    """`cfg` with trainer.precision and trainer.channels_last `auto` decided for the device: on a
-    GPU bf16-mixed (16-mixed without bf16) and NHWC, where tensor cores want them; on the CPU
-    32-bit and NCHW. A copy: the caller's config stays as it was."""
+    """`cfg` with trainer.precision, channels_last and benchmark `auto` decided for the device:
+    on a GPU bf16-mixed (16-mixed where bf16 would only be emulated, as on a V100 or T4) and
+    NHWC, where tensor cores want them; on the CPU 32-bit and NCHW; cuDNN's algorithm search
+    unless the run must be deterministic. With trainer.compile, the last partial training batch
+    is dropped (its shape would compile the model again). A copy: the caller's config stays."""
     t = cfg.trainer
-    if "auto" not in (t.precision, t.channels_last):
-        return cfg
     gpu = on_gpu(t)
-    bf16 = gpu and torch.cuda.is_bf16_supported()
-    decided = {
-        "precision": ("bf16-mixed" if bf16 else "16-mixed" if gpu else "32")
-        if t.precision == "auto"
-        else t.precision,
-        "channels_last": gpu if t.channels_last == "auto" else t.channels_last,
+    bf16 = gpu and torch.cuda.is_bf16_supported(including_emulation=False)
+    auto = {
+        "precision": "bf16-mixed" if bf16 else "16-mixed" if gpu else "32",
+        "channels_last": gpu,
+        "benchmark": t.deterministic in (False, None),
     }
-    return OmegaConf.merge(cfg, {"trainer": decided})
+    decided = {k: v for k, v in auto.items() if t.get(k) == "auto"}
+    drop_last = {"drop_last": True} if t.compile else {}
+    return OmegaConf.merge(cfg, {"trainer": decided, "dataset": drop_last})
+
+
+def release_gpu_memory() -> None:
+    """Free an earlier run's tensors and cached blocks and restart the peak count: workers that
+    share a GPU would run each other out of memory, and gpu/peak_mem_gb would report the
+    process's peak rather than this run's."""
+    if torch.cuda.is_initialized():
+        gc.collect()  # Lightning's trainer and module refer to each other: only gc frees them
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
 
 
 def trainer_args(t: DictConfig) -> dict:
@@ -113,7 +129,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list) -> L.Trainer:
     if validates and t.early_stopping.patience is not None:
         callbacks.append(EarlyStopping(**t.early_stopping))
     if t.stop_on_nonfinite:
-        callbacks.append(StopOnNonFinite())
+        callbacks.append(StopOnDivergence(max_loss=t.max_loss))
     args = trainer_args(t)
     if not validates:
         args["limit_val_batches"] = 0
@@ -126,6 +142,27 @@ def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list) -> L.Trainer:
     )
 
 
+def build_module(cfg: DictConfig, data: ImageDataModule) -> tuple[Classifier, int, int]:
+    """The LightningModule for cfg.model on `data`, and the model's parameter and FLOP counts."""
+    model = build(cfg.model, num_classes=data.num_classes, in_channels=data.channels)
+    params, flop_count = flops.count(model, data.image_shape)
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.trainer.compile:
+        model.compile()  # in place: checkpoints keep the plain model's keys (no `_orig_mod.`)
+    module = Classifier(
+        model=model,
+        optimizer=build(cfg.optimizer),
+        scheduler=build(cfg.scheduler.fn),
+        scheduler_monitor=cfg.scheduler.monitor,
+        scheduler_interval=cfg.scheduler.interval,
+        warmup_epochs=cfg.scheduler.warmup_epochs,
+        num_classes=data.num_classes,
+        label_smoothing=cfg.trainer.label_smoothing,
+    )
+    return module, params, flop_count
+
+
 def train(
     cfg: DictConfig,
     out_dir: Path,
@@ -136,31 +173,29 @@ def train(
 ) -> dict[str, float]:
     """Train, test the best checkpoint, write metrics.json (and with `evaluate`, the evaluation
     report: per-class metrics, AUC, confusion matrix); return the metrics. `fold`: validate on
-    that fold of `dataset.folds` (cross-validation)."""
+    that fold of `dataset.folds` (cross-validation). A diverged run raises instead."""
+    release_gpu_memory()  # what an earlier run in this process left, a failed one's too
+    try:
+        return _train(cfg, out_dir, callbacks or [], evaluate=evaluate, fold=fold)
+    finally:
+        release_gpu_memory()
+
+
+def _train(
+    cfg: DictConfig, out_dir: Path, callbacks: list, *, evaluate: bool, fold: int | None
+) -> dict[str, float]:
     t_start = time.perf_counter()
     check(cfg)
     cfg = device_defaults(cfg)
     quiet_lightning()
     L.seed_everything(cfg.seed, verbose=False)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = build_trainer(cfg, out_dir, callbacks or [])  # refuses unknown keys before the data
+    trainer = build_trainer(cfg, out_dir, callbacks)  # refuses unknown keys before the data
     data = ImageDataModule(
         cfg.dataset, seed=cfg.seed, channels_last=cfg.trainer.channels_last, fold=fold
     )
     data.setup()
-    model = build(cfg.model, num_classes=data.num_classes, in_channels=data.channels)
-    params, flop_count = flops.count(model, data.image_shape)
-    if cfg.trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    module = Classifier(
-        model=torch.compile(model) if cfg.trainer.compile else model,
-        optimizer=build(cfg.optimizer),
-        scheduler=build(cfg.scheduler.fn),
-        scheduler_monitor=cfg.scheduler.monitor,
-        warmup_epochs=cfg.scheduler.warmup_epochs,
-        num_classes=data.num_classes,
-        label_smoothing=cfg.trainer.label_smoothing,
-    )
+    module, params, flop_count = build_module(cfg, data)
     hparams = OmegaConf.to_container(cfg, resolve=True)
     hparams.pop("hydra", None)
     trainer.logger.log_hyperparams(hparams, {"val/acc_best": 0.0, "test/acc": 0.0})
@@ -171,6 +206,9 @@ def train(
     trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False)
     tested = trainer.callback_metrics.items()
     metrics.update({k: float(v) for k, v in tested if k.startswith("test/")})
+    if cfg.trainer.stop_on_nonfinite:
+        last_epoch = max(trainer.current_epoch - 1, 0)
+        raise_if_diverged(metrics, max_loss=cfg.trainer.max_loss, epoch=last_epoch)
     metrics.update(
         {
             "model/params": params,
@@ -181,10 +219,8 @@ def train(
     )
     if torch.cuda.is_available():
         metrics["gpu/peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
-    if evaluate:
-        probs, labels = evaluation.predict(
-            module.to(trainer.strategy.root_device), data.test_dataloader()
-        )
+    if evaluate:  # the tested weights, under the same precision and inference mode as the test
+        probs, labels = evaluation.predict(trainer, module, data.test_dataloader())
         evaluation.write(
             evaluation.report(probs, labels, data.classes, metrics), data.classes, out_dir
         )

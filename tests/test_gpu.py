@@ -118,12 +118,15 @@ def test_a_training_epoch_never_waits_for_the_host(tmp_path: Path):
             if batch_idx == trainer.num_training_batches - 2:
                 torch.cuda.set_sync_debug_mode("default")
 
+    from test_sync import EVERY_AUGMENTATION
+
     cfg = gpu_cfg(
         tmp_path,
         "trainer.precision=bf16-mixed",
         "trainer.max_epochs=2",
         "trainer.progress_bar=true",
         "dataset.batch_size=32",
+        *(f"+dataset.augment.{op}={v}" for op, v in EVERY_AUGMENTATION.items()),
     )
     try:
         metrics = train(cfg, tmp_path / "run", [NoSyncInSteps()])
@@ -176,3 +179,50 @@ def test_the_command_line_runs_on_the_gpu_by_default(tmp_path: Path):
     assert done.returncode == 0, done.stderr[-2000:]
     hparams = (tmp_path / "tb" / "hparams.yaml").read_text()
     assert "precision: bf16-mixed" in hparams and "channels_last: true" in hparams
+
+
+def test_precision_auto_is_bf16_only_where_the_gpu_does_bf16_natively():
+    from cifar_sweep.train import device_defaults
+
+    native = torch.cuda.get_device_capability() >= (8, 0)  # Ampere and later
+    precision = device_defaults(gpu_cfg(None)).trainer.precision
+    assert precision == ("bf16-mixed" if native else "16-mixed")
+
+
+def test_each_run_reports_its_own_peak_and_leaves_the_gpu_empty(tmp_path: Path):
+    from cifar_sweep.train import train
+
+    big = train(gpu_cfg(tmp_path, "model.width=64", "dataset.batch_size=256"), tmp_path / "a")
+    # freed for other processes: what stays (cuBLAS workspaces) is a fraction of the peak
+    assert torch.cuda.memory_reserved() < big["gpu/peak_mem_gb"] * 2**30 / 4
+    small = train(gpu_cfg(tmp_path, "dataset.batch_size=16"), tmp_path / "b")
+    assert small["gpu/peak_mem_gb"] < big["gpu/peak_mem_gb"] / 2, (small, big)
+    assert torch.backends.cudnn.benchmark  # not deterministic: cuDNN picks its algorithms
+
+
+def test_a_compiled_bf16_run_compiles_twice_and_reports_what_it_tested(tmp_path: Path):
+    """One graph for training, one for evaluation (validation, test and the report's
+    predictions, each batch size); the report's accuracy is the test's, to the image."""
+    from torch._dynamo.utils import counters
+
+    from cifar_sweep.targets import build
+    from cifar_sweep.train import train
+
+    torch._dynamo.reset()
+    counters.clear()
+    cfg = gpu_cfg(
+        tmp_path,
+        "trainer.compile=true",
+        "trainer.precision=bf16-mixed",
+        "trainer.max_epochs=2",
+        "dataset.batch_size=64",  # 1120 training images: the last 32 are dropped
+        "dataset.eval_batch_size=64",  # 80 validation and 100 test images: partial batches
+    )
+    metrics = train(cfg, tmp_path / "run", evaluate=True)
+    assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])
+    report = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert report["accuracy"] == metrics["test/acc"]
+    [ckpt] = (tmp_path / "run" / "checkpoints").glob("*.ckpt")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    plain = build(cfg.model, num_classes=4, in_channels=3)
+    plain.load_state_dict({k[len("model.") :]: v for k, v in state.items() if k[:6] == "model."})

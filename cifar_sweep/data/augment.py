@@ -93,10 +93,8 @@ def color_jitter(
     x = x * factor(brightness)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * factor(contrast) + mean
-    if x.shape[1] == 3:
-        gray = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device)[:, None, None]).sum(
-            1, keepdim=True
-        )
+    if x.shape[1] == 3:  # luma weights as Python numbers: a weight tensor would be a host copy
+        gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
         x = (x - gray) * factor(saturation) + gray
     return x.clamp(0, 1)
 
