@@ -163,16 +163,16 @@ def test_cifar10_is_md5_checked_only_when_its_cache_is_missing_or_stale(tmp_path
 def test_decode_holds_the_decoded_images_about_once(tmp_path: Path):
     """Peak memory of a cold decode, measured in a fresh process: a list of images then
     torch.stack held them twice."""
-    tree = rgb_tree(tmp_path / "tree", per_class=60, side=8)
+    images = rgb_tree(tmp_path / "tree", per_class=60, side=8)
     script = f"""
 import resource, sys, logging
 from pathlib import Path
 sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]
 from conftest import compose_cfg
-from cifar_sweep.data import sources
-cfg = compose_cfg("dataset=image_folder", "dataset.root={tree}", "dataset.image_size=256",
+from cifar_sweep.data import decode, sources, tree
+cfg = compose_cfg("dataset=image_folder", "dataset.root={images}", "dataset.image_size=256",
                   tmp_path=Path({str(tmp_path)!r})).dataset
-sources._read_tree(sources.tree.image_folder(Path("{tree}"), stat=False), 8)  # warm up
+decode.read_tree(tree.image_folder(Path("{images}"), stat=False), 8)  # warm up
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 data = sources.load(cfg)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
