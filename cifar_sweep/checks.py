@@ -24,7 +24,7 @@ INTEGERS = ("dataset.batch_size", "dataset.eval_batch_size", "trainer.max_epochs
 # dataset.* keys that every source reads, and those of one source: any other key would be ignored
 DATASET_KEYS = set(
     "source root cache_dir val_size split_seed folds batch_size drop_last eval_batch_size mean std "
-    "augment".split()
+    "augment placement device_budget_gb".split()
 )
 SOURCE_KEYS = {
     "cifar10": set(),
@@ -71,6 +71,11 @@ VALUES = {
     "seed": ("an integer", lambda v: is_int(v)),
     "dataset.split_seed": ("an integer", lambda v: is_int(v)),
     "dataset.drop_last": ("true or false", lambda v: isinstance(v, bool)),
+    "dataset.placement": ("auto, device or host", lambda v: v in ("auto", "device", "host")),
+    "dataset.device_budget_gb": (
+        "null (measured) or a number of GB > 0",
+        lambda v: v is None or is_number(v) and v > 0,
+    ),
     "trainer.label_smoothing": ("a number in [0, 1)", lambda v: is_number(v) and 0 <= v < 1),
     "trainer.gradient_clip_val": (
         "null or a number > 0",

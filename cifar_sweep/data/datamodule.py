@@ -1,7 +1,9 @@
 """A LightningDataModule whose splits live on the training device as uint8 tensors.
 
 Batches are sliced, converted, augmented and normalized on that device, so there is no per-image
-decoding and no worker process between the data and the model.
+decoding and no worker process between the data and the model. Splits too large for the device
+stay in host memory (`dataset.placement`, placement.py): each batch is gathered there, copied
+over as uint8, and converted and augmented on the device as before.
 """
 
 import logging
@@ -13,7 +15,7 @@ import torch
 from torch import Tensor
 
 from cifar_sweep.checks import val_count
-from cifar_sweep.data import sources
+from cifar_sweep.data import placement, sources
 from cifar_sweep.data.augment import build_augment
 from cifar_sweep.errors import UserError
 
@@ -21,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class DeviceBatches:
-    """An epoch of (images, labels) batches from device-resident uint8 tensors."""
+    """An epoch of (images, labels) batches from uint8 tensors on the training device, or, with
+    `device`, from host tensors, each batch gathered on the host and copied to `device`."""
 
     def __init__(
         self,
@@ -38,12 +41,14 @@ class DeviceBatches:
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        device: torch.device | None = None,
     ):
         self.x, self.y, self.batch_size, self.drop_last = x, y, batch_size, drop_last
         self.mean, self.std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
         self.augment, self.shuffle, self.channels_last = augment, shuffle, channels_last
         self.rank, self.world_size = rank, world_size
-        self.generator = torch.Generator(device=x.device).manual_seed(seed)
+        self.device = device  # None: x and y are on the training device already
+        self.generator = torch.Generator(device=device or x.device).manual_seed(seed)
 
     def __len__(self) -> int:
         per_rank = len(self.x) / self.world_size
@@ -54,21 +59,34 @@ class DeviceBatches:
         )
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n = len(self.x)
-        if self.shuffle:
-            order = torch.randperm(n, device=self.x.device, generator=self.generator)
+        n, on = len(self.x), self.generator.device
+        if self.shuffle:  # drawn on the training device either way: one data order per seed
+            order = torch.randperm(n, device=on, generator=self.generator)
         else:
-            order = torch.arange(n, device=self.x.device)
-        order = order[self.rank :: self.world_size]
+            order = torch.arange(n, device=on)
+        order = order[self.rank :: self.world_size].to(self.x.device)  # host: one copy an epoch
         for i in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[i : i + self.batch_size]
-            xb = self.x[idx].float().div_(255)
+            xb, yb = (self.x[idx], self.y[idx]) if self.device is None else self._copied(idx)
+            xb = xb.float().div_(255)
             if self.augment is not None:
                 xb = self.augment(xb, self.generator)
             xb = (xb - self.mean) / self.std
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            yield xb, self.y[idx]
+            yield xb, yb
+
+    def _copied(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """The batch gathered on the host, into pinned memory when the device is CUDA (torch's
+        pinned allocator caches its blocks and waits for the copy before reusing one), then
+        copied without blocking the host."""
+        pin = self.device.type == "cuda"
+        out = []
+        for t in (self.x, self.y):
+            batch = torch.empty((len(idx), *t.shape[1:]), dtype=t.dtype, pin_memory=pin)
+            torch.index_select(t, 0, idx, out=batch)
+            out.append(batch.to(self.device, non_blocking=pin))
+        return out[0], out[1]
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -82,6 +100,7 @@ class ImageDataModule(L.LightningDataModule):
         self.mean: list[float] = []
         self.std: list[float] = []
         self._on_device: dict[str, tuple[Tensor, Tensor]] = {}
+        self._placement: str | None = None  # "device" or "host", chosen when the data first moves
         self._train: DeviceBatches | None = None  # its generator is the data order's state
         self._resumed: dict | None = None  # from a checkpoint, applied when training starts
 
@@ -148,8 +167,13 @@ class ImageDataModule(L.LightningDataModule):
     def _batches(self, split: str, *, train: bool) -> DeviceBatches:
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer else torch.device("cpu")
+        if self._placement is None:
+            need = sum(t.nbytes for pair in self.splits.values() for t in pair)
+            self._placement = placement.choose(self.cfg, need=need, device=device)
+        on_host = self._placement == "host"
         if split not in self._on_device:  # moved to the device once, reused every epoch
-            self._on_device[split] = tuple(t.to(device) for t in self.splits[split])
+            pair = self.splits[split]
+            self._on_device[split] = pair if on_host else tuple(t.to(device) for t in pair)
         x, y = self._on_device[split]
         return DeviceBatches(
             x,
@@ -164,6 +188,7 @@ class ImageDataModule(L.LightningDataModule):
             drop_last=train and self.cfg.drop_last,
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
+            device=device if on_host else None,
         )
 
     def train_dataloader(self) -> DeviceBatches:

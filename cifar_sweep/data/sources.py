@@ -3,13 +3,17 @@
 The cache key hashes the source's files (paths, sizes, modification times), so editing, adding or
 removing an image rebuilds the cache and nothing else does. The training images' per-channel mean
 and std are computed when the cache is built and stored in it (used when dataset.mean/std are null).
+The cache is memory-mapped when read; a cold one is built by one process at a time (a file lock),
+so workers started together decode once and the others read what it wrote.
 """
 
+import fcntl
 import hashlib
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +21,7 @@ import torch
 from torch import Tensor
 
 from cifar_sweep.checks import unwritable
-from cifar_sweep.data import tree
+from cifar_sweep.data import decode, tree
 from cifar_sweep.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -47,40 +51,78 @@ def load(cfg) -> Splits:
     """The splits of the source named by `dataset.source`, from the cache when it is current."""
     if cfg.source == "synthetic":
         return synthetic(cfg)
-    root = Path(cfg.root)
-    if cfg.source == "cifar10":
-        batches = _download_cifar10(root)
-        stamp = tree.stamp(root, [str(p) for p in batches])
-        build = lambda: _read_cifar10(root)  # noqa: E731
-    elif cfg.source in ("folder", "tiny_imagenet"):
-        if cfg.source == "folder":
-            listing = tree.image_folder(root, stat=True)
-        else:
-            _download_tiny_imagenet(root, download=cfg.download)
-            listing = tree.tiny_imagenet(root, stat=True)
-        if listing.skipped:
-            log.info(
-                "dataset: skipped %d files that are not images, e.g. %s",
-                len(listing.skipped),
-                listing.skipped[0],
-            )
-        stamp = listing.stamp
-        build = lambda: _read_tree(listing, cfg.image_size)  # noqa: E731
-    else:
+    if cfg.source not in ("cifar10", "folder", "tiny_imagenet"):
         raise UserError(
             f"dataset.source={cfg.source!r} is not one of cifar10, folder, tiny_imagenet, synthetic"
         )
+    stamp, build = _source(cfg, fetch=False)
+    if stamp is not None and (splits := _read_cache(_cache_path(cfg, stamp))):
+        return splits
+    with _building(cfg):  # another process may have built it meanwhile: looked up again
+        stamp, build = _source(cfg, fetch=True)
+        path = _cache_path(cfg, stamp)
+        return _read_cache(path) or _write_cache(path, cfg.cache_dir, build)
+
+
+def _source(cfg, *, fetch: bool) -> tuple[str | None, Callable[[], Splits]]:
+    """The stamp of the source's files and how to decode them. Without `fetch`, nothing is
+    downloaded or verified (the stamp is None when the files are missing): a current cache is
+    then read without CIFAR-10's md5 check and unpickling of 180 MB, seconds each run."""
+    root = Path(cfg.root)
+    if cfg.source == "cifar10":
+        if fetch:
+            _download_cifar10(root)
+        batches = _cifar10_batches(root)
+        stamp = tree.stamp(root, batches) if batches else None
+        return stamp, lambda: _read_cifar10(root)
+    if cfg.source == "tiny_imagenet":
+        if not fetch and not (root / "wnids.txt").exists():
+            return None, lambda: None
+        _download_tiny_imagenet(root, download=cfg.download)
+        listing = tree.tiny_imagenet(root, stat=True)
+    else:
+        listing = tree.image_folder(root, stat=True)
+    if listing.skipped and not fetch:
+        log.info(
+            "dataset: skipped %d files that are not images, e.g. %s",
+            len(listing.skipped),
+            listing.skipped[0],
+        )
+    return listing.stamp, lambda: _tree_splits(listing, cfg.image_size)
+
+
+def _cache_path(cfg, stamp: str) -> Path:
     key = f"{CACHE_VERSION}|{cfg.source}|{cfg.get('image_size')}|{stamp}"
-    path = Path(cfg.cache_dir) / f"{cfg.source}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
-    return _read_cache(path) or _write_cache(path, cfg.cache_dir, build)
+    return Path(cfg.cache_dir) / f"{cfg.source}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+
+
+@contextmanager
+def _building(cfg):
+    """Held while a cache of `dataset.source` is checked, downloaded and built: one process at a
+    time. flock is released by the kernel when its holder dies, so a killed build blocks no one."""
+    cache_dir = Path(cfg.cache_dir)
+    blocker = unwritable(cache_dir.absolute())
+    if blocker is not None:  # refused before decoding, which can take minutes
+        raise UserError(
+            f"dataset.cache_dir={cfg.cache_dir}: cannot write the cache there "
+            f"({blocker} is not a writable folder)"
+        )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / f"{cfg.source}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _read_cache(path: Path) -> Splits | None:
-    """The cached splits, or None when there is no cache or it cannot be read (it is rebuilt)."""
+    """The cached splits, memory-mapped (pages are read as batches use them, and shared by the
+    processes of one machine), or None when there is no cache or it cannot be read."""
     if not path.exists():
         return None
     try:
-        splits = Splits(**torch.load(path))
+        splits = Splits(**torch.load(path, mmap=True))
     except Exception as e:  # truncated by a full disk, or not ours: decoding again is the fix
         reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         log.warning("dataset: cache %s is unreadable (%s); rebuilding it", path, reason)
@@ -91,12 +133,6 @@ def _read_cache(path: Path) -> Splits | None:
 
 def _write_cache(path: Path, cache_dir: str, build) -> Splits:
     """Decode with `build` and save atomically: a crash never leaves half a cache."""
-    blocker = unwritable(Path(cache_dir).absolute())
-    if blocker is not None:  # refused before decoding, which can take minutes
-        raise UserError(
-            f"dataset.cache_dir={cache_dir}: cannot write the cache there "
-            f"({blocker} is not a writable folder)"
-        )
     t0 = time.perf_counter()
     splits = build()
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -134,7 +170,16 @@ def channel_stats(x: Tensor) -> dict[str, list[float]]:
     return {"mean": mean, "std": std}
 
 
-def _download_cifar10(root: Path) -> list[Path]:
+def _cifar10_batches(root: Path) -> list[str] | None:
+    """The six batch files of torchvision's layout, or None when one is missing."""
+    folder = root / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    paths = [folder / n for n in names]
+    return [str(p) for p in paths] if all(p.is_file() for p in paths) else None
+
+
+def _download_cifar10(root: Path) -> None:
+    """Downloads the archive unless its files are there and pass their md5 check."""
     from torchvision.datasets import CIFAR10
 
     try:
@@ -142,7 +187,6 @@ def _download_cifar10(root: Path) -> list[Path]:
     except Exception as e:  # no network, a proxy page, a truncated archive...
         msg = f"dataset.root={root}: could not download CIFAR-10 ({e}); {OFFLINE_HINT}"
         raise UserError(msg) from None
-    return sorted((root / "cifar-10-batches-py").glob("*_batch*"))
 
 
 def _read_cifar10(root: Path) -> Splits:
@@ -154,6 +198,11 @@ def _read_cifar10(root: Path) -> Splits:
         out[f"{split}_x"] = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         out[f"{split}_y"] = torch.tensor(ds.targets, dtype=torch.int64)
     return Splits(**out, classes=list(ds.classes), **channel_stats(out["train_x"]))
+
+
+def _tree_splits(listing: tree.Tree, image_size: int | None) -> Splits:
+    out = decode.read_tree(listing, image_size)
+    return Splits(**out, classes=listing.classes, **channel_stats(out["train_x"]))
 
 
 def _download_tiny_imagenet(root: Path, *, download: bool) -> None:
@@ -168,54 +217,6 @@ def _download_tiny_imagenet(root: Path, *, download: bool) -> None:
             f"dataset.root={root}: could not download Tiny ImageNet ({e}); offline, unzip "
             "tiny-imagenet-200.zip and set dataset.root=<its folder> dataset.download=false"
         ) from None
-
-
-def _read_tree(listing: tree.Tree, image_size: int | None) -> Splits:
-    """Decode every image: 1 channel if the first training image is grayscale, else RGB (an alpha
-    channel is dropped, as torchvision's ImageFolder does); resized to image_size if given."""
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2.functional import resize, to_dtype
-
-    def decode(path: str, mode: ImageReadMode) -> Tensor:
-        try:
-            img = decode_image(path, mode=mode)
-        except (RuntimeError, ValueError):
-            raise UserError(
-                f"dataset.root={listing.root}: corrupt or unsupported image {path}"
-            ) from None
-        return to_dtype(img, torch.uint8, scale=True)  # 16-bit PNGs
-
-    first_path = listing.files["train"][0][0]
-    first = decode(first_path, ImageReadMode.UNCHANGED)
-    mode = ImageReadMode.GRAY if first.shape[0] in (1, 2) else ImageReadMode.RGB
-
-    def read(path: str) -> Tensor:
-        img = decode(path, mode)
-        return resize(img, [image_size, image_size], antialias=True) if image_size else img
-
-    out = {}
-    with ThreadPoolExecutor(os.cpu_count()) as pool:
-        for split in ("train", "test"):
-            paths = [p for p, _ in listing.files[split]]
-            images = list(pool.map(read, paths))
-            if not image_size:
-                _same_size(images, paths, first_path, tuple(first.shape[1:]))
-            out[f"{split}_x"] = torch.stack(images)
-            out[f"{split}_y"] = torch.tensor(
-                [y for _, y in listing.files[split]], dtype=torch.int64
-            )
-    return Splits(**out, classes=listing.classes, **channel_stats(out["train_x"]))
-
-
-def _same_size(images: list[Tensor], paths: list[str], first: str, size: tuple) -> None:
-    for img, path in zip(images, paths, strict=True):
-        if tuple(img.shape[1:]) != size:
-            h, w = img.shape[1:]
-            raise UserError(
-                f"{path} is {w}x{h} but {first} is {size[1]}x{size[0]}: set "
-                f"dataset.image_size=<pixels> (e.g. dataset.image_size={max(size)}) to resize "
-                "every image to that square size"
-            )
 
 
 def synthetic(cfg) -> Splits:
