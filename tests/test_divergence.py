@@ -16,6 +16,7 @@ from conftest import compose_cfg, run_cli, states, study, sweep
 from PIL import Image
 
 from cifar_sweep.errors import UserError
+from cifar_sweep.sweep import contract
 from cifar_sweep.train import train
 
 BLOWS_UP = ["scheduler=constant", "optimizer.lr=10", "trainer.max_epochs=1"]
@@ -71,7 +72,8 @@ def test_in_a_sweep_the_diverged_trial_fails_with_its_reason_and_is_never_best(
     assert states(s) == {"COMPLETE": 1, "FAIL": 1}
     [failed] = [t for t in s.trials if t.state.name == "FAIL"]
     assert failed.params["optimizer.lr"] == 10
-    assert failed.user_attrs["fail_reason"] == "diverged: val/loss=nan at epoch 0"
+    assert failed.user_attrs[contract.FAIL_REASON] == "diverged: val/loss=nan at epoch 0"
+    assert contract.classify(failed) == contract.DIVERGED  # charged to the failure budget
     assert s.best_trial.params["optimizer.lr"] == 0.05
 
 
