@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_cfg, run_cli
+from conftest import compose_cfg, run_in_process
 from PIL import Image
 
 from cifar_sweep.data import sources
@@ -41,7 +41,7 @@ def folder_cfg(root: Path, tmp_path: Path, *overrides: str):
 
 def test_own_grayscale_tree_trains_with_only_its_root(tmp_path: Path):
     tree = banded_tree(tmp_path / "tree", per_class=100, test_per_class=10)
-    result = run_cli(
+    result = run_in_process(
         "dataset=image_folder",
         f"dataset.root={tree}",
         "trainer.max_epochs=4",

@@ -149,7 +149,6 @@ def test_joblib_launcher_runs_trials_in_parallel_processes(tmp_path: Path):
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.n_trials=2",
         "pruner=median",
-        cli=True,  # loky's worker processes take the task function by name from the command
     )
     s = study(tmp_path)
     assert states(s) == {"COMPLETE": 2}

@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from conftest import compose_cfg, run_cli
+from conftest import compose_cfg, run_in_process
 from omegaconf import OmegaConf
 
 from cifar_sweep.data import sources
@@ -135,7 +135,7 @@ def test_a_learning_rate_that_blows_the_loss_up_ends_the_run_as_diverged(tmp_pat
 
 
 def test_a_diverged_single_run_exits_non_zero_with_one_line(tmp_path: Path):
-    result = run_cli(
+    result = run_in_process(
         "optimizer.lr=1e6",
         f"hydra.run.dir={tmp_path / 'run'}",
         f"dataset.cache_dir={tmp_path / 'cache'}",

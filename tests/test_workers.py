@@ -28,6 +28,7 @@ def test_two_workers_pinned_to_two_devices_run_the_study_asynchronously(tmp_path
         "hydra.sweeper.n_trials=4",
         "trainer.max_epochs=3",
         "sweeper=random",
+        "hydra.sweeper.plots=true",  # the workers' timeline
     )
     s = study(tmp_path)
     assert states(s) == {"COMPLETE": 4} and distinct_params(s.trials) == 4
