@@ -71,7 +71,7 @@ def test_ctrl_c_stops_every_worker_and_queues_their_trials_first(tmp_path: Path)
     assert sorted(t.system_attrs["fixed_params"]["optimizer.lr"] for t in queued) == sorted(
         t.params["optimizer.lr"] for t in stopped
     )
-    sweep(tmp_path, *args)
+    sweep(tmp_path, *args, "hydra.sweeper.workers=1")  # the rerun: one process is enough
     s = study(tmp_path)
     assert states(s) == {"COMPLETE": 4, "FAIL": 2}  # interrupted trials spend no failure budget
     for t in queued:  # the queued points ran first, with the same parameters
