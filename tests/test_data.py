@@ -137,6 +137,11 @@ def test_cache_is_reused_and_rebuilt_when_an_image_is_edited_or_added(tmp_path: 
     Image.new("L", (28, 28), 0).save(tree / "train" / "class1" / "new.png")
     assert len(sources.load(cfg).train_x) == 13
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 3
+    # only its modification time changed (same name, same size): a fourth
+    mtime = edited.stat().st_mtime_ns + 10**9
+    os.utime(edited, ns=(mtime, mtime))
+    sources.load(cfg)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 4
 
 
 def test_truncated_cache_is_rebuilt_with_a_warning(tmp_path: Path, caplog):

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import re
 import statistics
 from pathlib import Path
@@ -81,17 +80,12 @@ def test_jpeg_folder_trains_and_its_cache_is_reused(jpeg_subset: Path, tmp_path:
     assert metrics["epochs"] == 1 and 0 <= metrics["test/acc"] <= 1
     [cache] = (tmp_path / "cache").glob("*.pt")
     stamp = cache.stat().st_mtime_ns
-    data = sources.load(cfg.dataset)
+    data = sources.load(cfg.dataset)  # as the next run loads it
     assert data.train_x.shape == (200, 3, 32, 32) and data.test_x.shape == (50, 3, 32, 32)
     assert data.classes[0] == "airplane" and data.classes[-1] == "truck"
-    train(cfg, tmp_path / "run2")
     assert cache.stat().st_mtime_ns == stamp  # loaded, not rebuilt
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
-    # a changed source file makes a new cache
-    some = next((jpeg_subset / "train" / "cat").iterdir())
-    os.utime(some, ns=(stamp, stamp + 10**9))
-    sources.load(cfg.dataset)
-    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+    # a changed file makes a new cache: test_data.py's edited and added images, on the same tree
 
 
 def test_k_fold_objective_is_the_mean_over_folds(tmp_path: Path):
