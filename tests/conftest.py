@@ -63,10 +63,9 @@ def jpeg_subset(tmp_path_factory) -> Path:
     return root
 
 
-# Sweeps, each in its own sqlite study under tmp_path. In this process by default (the same
-# Hydra entry as `python -m cifar_sweep -m`, without 5-7 s of imports per sweep); through the
-# command line where the test is about the process itself (cli=True), and always with workers:
-# a worker is the command line started again.
+# Sweeps, each in its own sqlite study under tmp_path: in this process (the same Hydra entry as
+# `python -m cifar_sweep -m`, without its 5-7 s of imports), but through the command line with
+# workers, as a worker is the command line started again.
 
 
 def sweep_overrides(tmp_path: Path, *args: str, storage: str | None = None) -> list[str]:
@@ -90,12 +89,10 @@ def sweep_cmd(tmp_path: Path, *args: str, storage: str | None = None) -> list[st
     return [sys.executable, "-m", "cifar_sweep", "-m", *overrides]
 
 
-def sweep(
-    tmp_path: Path, *args: str, ok: bool = True, cli: bool = False, **kw
-) -> subprocess.CompletedProcess:
+def sweep(tmp_path: Path, *args: str, ok: bool = True, **kw) -> subprocess.CompletedProcess:
     """Run a sweep; its exit status, what it printed and logged (stdout) and its errors."""
     workers = [a.split("=", 1)[1] for a in args if a.startswith("hydra.sweeper.workers=")]
-    if cli or workers[-1:] not in ([], ["1"]):
+    if workers[-1:] not in ([], ["1"]):
         result = subprocess.run(
             sweep_cmd(tmp_path, *args, **kw), cwd=ROOT, capture_output=True, text=True, timeout=600
         )
@@ -138,6 +135,8 @@ def in_process(command, overrides: list[str], *, multirun: bool = False):
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     finally:  # Hydra configured logging for the command: give pytest its handlers back
+        for handler in set(root.handlers) - set(handlers):
+            handler.close()  # the job's log file
         root.handlers[:], root.level = handlers, level
         os.environ.clear()
         os.environ.update(env)

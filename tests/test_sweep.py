@@ -133,14 +133,6 @@ def test_diverged_and_raising_trials_fail_with_a_reason_and_the_sweep_goes_on(tm
     assert s.best_trial.params["optimizer.lr"] == 0.05
 
 
-def test_too_many_failures_stop_the_sweep_with_a_message(tmp_path: Path):
-    result = sweep(
-        tmp_path, "model.norm=bogus,batch", "hydra.sweeper.max_failure_rate=0.2", ok=False
-    )
-    assert result.returncode != 0
-    assert "max_failure_rate" in result.stderr and "Traceback" not in result.stderr
-
-
 def test_joblib_launcher_runs_trials_in_parallel_processes(tmp_path: Path):
     sweep(
         tmp_path,
