@@ -34,20 +34,20 @@ sweep:  ## an Optuna study over the default search space
 	$(PY) -m cifar_sweep -m
 
 bench:  ## runner vs bare PyTorch loop throughput (CPU figures with a small model)
-	$(PY) benchmarks/throughput.py
+	$(PY) -m benchmarks.throughput
 
 bench-sweep:  ## hyperband vs no pruning on the NAS space; sweeper overhead per trial
-	$(PY) benchmarks/sweep_pruning.py
+	$(PY) -m benchmarks.sweep_pruning
 
 WORKERS ?= 1,2
 bench-workers:  ## sweep wall time with 1 and 2 worker processes (WORKERS=1,2,4 on a GPU)
-	$(PY) benchmarks/sweep_workers.py --workers $(WORKERS)
+	$(PY) -m benchmarks.sweep_workers --workers $(WORKERS)
 
-campaign:  ## the GPU campaign: stages not yet measured (STAGES=a,b to rerun; SMOKE=1: toy scale, CPU)
-	$(PY) benchmarks/campaign.py $(if $(STAGES),--stages $(STAGES)) $(if $(SMOKE),--smoke)
+campaign:  ## the GPU campaign: stages not yet measured (STAGES=a,b to rerun; SMOKE=1: toy scale, CPU; ARGS="--out DIR ...")
+	$(PY) -m benchmarks.campaign $(if $(STAGES),--stages $(STAGES)) $(if $(SMOKE),--smoke) $(ARGS)
 
 bench-startup: data/cifar10-jpeg  ## cached load of the JPEG copy, time to a bad value's error and to the first step
-	$(PY) benchmarks/startup.py
+	$(PY) -m benchmarks.startup
 
 tensorboard:  ## TensorBoard on every run and sweep
 	$(PY) -m tensorboard.main --logdir outputs

@@ -1,6 +1,6 @@
 """How fast a command starts: a cached dataset load, a bad value's error, the first training step.
 
-    python benchmarks/startup.py          # or: make bench-startup (unpacks the JPEG copy first)
+    python -m benchmarks.startup          # or: make bench-startup (unpacks the JPEG copy first)
 
 1. Cached load of CIFAR-10 (JPEG q75 copy, 60,000 files in data/cifar10-jpeg): `sources.load`
    with its currency check (a stat of every file), split into that check and `torch.load`.

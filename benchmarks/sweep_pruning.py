@@ -7,8 +7,8 @@ trial beyond training (trial duration minus the run's own time/total_s). "sweepe
 the fixed costs (start-up, the end-of-sweep report) over the trials; "between s" is the mean gap
 between one trial's end and the next one's start (tell, stale check, ask, suggest).
 
-    python benchmarks/sweep_pruning.py                 # CPU scale: generated data, 12 trials
-    python benchmarks/sweep_pruning.py dataset=cifar10_folder hydra.sweeper.n_trials=10
+    python -m benchmarks.sweep_pruning                 # CPU scale: generated data, 12 trials
+    python -m benchmarks.sweep_pruning dataset=cifar10_folder hydra.sweeper.n_trials=10
 """
 
 import json

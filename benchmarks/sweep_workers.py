@@ -4,15 +4,15 @@ Each row is one `python -m cifar_sweep -m ...` run, as a user types it, on its o
 the same trials (count, model, data) with a different number of workers. Prints wall time,
 trials per minute, and the busy fraction (time inside trials over workers x wall time).
 
-    python benchmarks/sweep_workers.py             # CPU: 8 small trials, 1 and 2 workers
-    python benchmarks/sweep_workers.py --workers 1,2,4 trainer.max_epochs=2
+    python -m benchmarks.sweep_workers             # CPU: 8 small trials, 1 and 2 workers
+    python -m benchmarks.sweep_workers --workers 1,2,4 trainer.max_epochs=2
 """
 
 import argparse
 import tempfile
 from pathlib import Path
 
-from sweep_pruning import CPU_DATA, NAS, sweep  # on a GPU give dataset=cifar10_folder ...
+from benchmarks.sweep_pruning import CPU_DATA, NAS, sweep  # on a GPU: dataset=cifar10_folder ...
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = [

@@ -6,8 +6,8 @@ overhead. Reports seconds per training epoch, images/s and MFU: training FLOPs p
 forward, torch's flop counter) x images/s over a bf16 matrix-product rate measured in the same
 process. `profile()` says where a step's time goes (torch.profiler). Any config override works:
 
-    python benchmarks/throughput.py                                   # CPU-sized defaults
-    python benchmarks/throughput.py dataset=cifar10_folder trainer.compile=true
+    python -m benchmarks.throughput                                   # CPU-sized defaults
+    python -m benchmarks.throughput dataset=cifar10_folder trainer.compile=true
 """
 
 import contextlib
@@ -45,7 +45,7 @@ def config(overrides: list[str]) -> DictConfig:
         return device_defaults(compose("config", overrides=overrides))
 
 
-def device() -> torch.device:
+def train_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -122,7 +122,7 @@ def bare_loop(cfg: DictConfig, dev: torch.device) -> float:
 def measure(overrides: list[str], rate_tflops: float | None = None) -> dict:
     """Runner and bare loop for one configuration: s/epoch, images/s, ratio, MFU."""
     cfg = config(overrides)
-    dev = device()
+    dev = train_device()
     torch._dynamo.reset()  # each configuration compiles afresh, within dynamo's recompile limit
     with tempfile.TemporaryDirectory() as out:
         metrics = train(cfg, Path(out))
@@ -155,7 +155,7 @@ def profile(overrides: list[str], steps: int = 20) -> str:
     from torch.profiler import profile as profiler
 
     cfg = config([*overrides, "trainer.max_epochs=1"])
-    dev = device()
+    dev = train_device()
     bare_loop(cfg, dev)  # warm-up (and compile)
     batches = train_batches(cfg, dev)
     model = build(cfg.model, num_classes=int(batches.y.max()) + 1, in_channels=batches.x.shape[1])
@@ -192,7 +192,7 @@ def main(overrides: list[str]) -> None:
     sources.load(cfg.dataset)
     load_s = time.perf_counter() - t0
     r = measure(overrides)
-    dev = device()
+    dev = train_device()
     print(
         f"device: {torch.cuda.get_device_name() if dev.type == 'cuda' else 'cpu'}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"

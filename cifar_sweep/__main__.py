@@ -9,9 +9,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from cifar_sweep.checks import check
+from cifar_sweep.checks import check, check_objective
 from cifar_sweep.config_dir import CONF
-from cifar_sweep.errors import UserError, exit_with, one_line_errors
+from cifar_sweep.errors import UserError, exit_with, interruptible, one_line_errors
 
 log = logging.getLogger("cifar_sweep")
 # Hydra 1.4 instantiates configured callbacks and plugins without a whitelist; ours are trusted.
@@ -24,25 +24,34 @@ warnings.filterwarnings(
 @hydra.main(config_path=str(CONF), config_name="config")
 def run(cfg: DictConfig) -> float | list[float]:
     hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    stopped = f"the run stopped before it finished; {out_dir} holds what it wrote so far"
+    with interruptible(stopped, reraise=hc.mode == RunMode.MULTIRUN):
+        return checked_run(cfg, hc, out_dir)
+
+
+def checked_run(cfg: DictConfig, hc, out_dir: Path) -> float | list[float]:
     try:
-        check(cfg)  # before the slow imports: a bad value fails in a second
+        check_objective(cfg)  # before the slow imports: a bad value fails in a second
+        check(cfg)
         # imported here so Lightning's loggers attach after Hydra has configured logging
         from cifar_sweep.train import objective
 
         trial = sweep_trial(cfg, hc)
         callbacks = pruning_callbacks(cfg, trial)
         single = hc.mode == RunMode.RUN  # a final run gets the evaluation report; trials do not
-        metrics = fit(cfg, Path(hc.runtime.output_dir), callbacks, evaluate=single)
+        beats = heartbeat_callbacks(trial, hc.sweeper)
+        metrics = fit(cfg, out_dir, [*callbacks, *beats], evaluate=single)
         for callback in callbacks:
             callback.raise_if_pruned()
         value = objective(metrics, cfg.objective)
         if trial is not None and cfg.repeats > 1:
             from cifar_sweep.repeats import seeds
-            from cifar_sweep.sweep.contract import objective_names
+            from cifar_sweep.sweep.contract import OBJECTIVE_STD, SEEDS, objective_names
 
             std = [metrics[f"{name}_std"] for name in objective_names(cfg.objective)]
-            trial.set_user_attr("seeds", seeds(cfg))
-            trial.set_user_attr("objective_std", std[0] if len(std) == 1 else std)
+            trial.set_user_attr(SEEDS, seeds(cfg))
+            trial.set_user_attr(OBJECTIVE_STD, std[0] if len(std) == 1 else std)
         return value
     except UserError as e:
         if hc.mode == RunMode.MULTIRUN:
@@ -82,6 +91,15 @@ def pruning_callbacks(cfg: DictConfig, trial) -> list:
     from cifar_sweep.sweep.pruning import ReportToTrial
 
     return [ReportToTrial(trial, monitor=cfg.objective)]
+
+
+def heartbeat_callbacks(trial, sweeper) -> list:
+    """Beat the trial's heartbeat while training makes progress (sweep jobs only)."""
+    if trial is None:
+        return []
+    from cifar_sweep.sweep import heartbeat
+
+    return heartbeat.callbacks(trial, sweeper.heartbeat_s)
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Checks of config values that would otherwise fail deep inside torch, or silently do nothing.
 
-Values first, with no torch import, so the command line rejects a bad one at once; then a listing
-of an image tree; last the `_target_` arguments and augmentation ops, which import torch.
+Values first, with no torch import, so the command line rejects a bad one at once (the objective's
+name, a sweep's storage, pruner and every value its space can draw); then a listing of an image
+tree; last the `_target_` arguments, augmentation ops and accelerator, which import torch.
 """
 
 import inspect
@@ -9,11 +10,13 @@ import os
 import re
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from cifar_sweep.config_dir import CONF
 from cifar_sweep.data import tree
 from cifar_sweep.errors import UserError, did_you_mean
 
@@ -38,6 +41,60 @@ PASSED = {
     "optimizer": {"params"},
     "scheduler.fn": {"optimizer"},
 }
+# augmentation parameters: (rule, test); an op or parameter not listed is refused by build_augment
+AUGMENT = {
+    "crop.padding": ("an integer >= 0", lambda v: is_int(v) and v >= 0),
+    "flip.p": ("a probability in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1),
+    "rotation.degrees": (
+        "a number of degrees in [0, 180]",
+        lambda v: is_number(v) and 0 <= v <= 180,
+    ),
+    "translate.fraction": ("a fraction in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1),
+    "zoom.low": ("a factor > 0", lambda v: is_number(v) and v > 0),
+    "zoom.high": ("a factor > 0", lambda v: is_number(v) and v > 0),
+    "cutout.size": ("an integer >= 1 (pixels)", lambda v: is_int(v) and v >= 1),
+    "color_jitter.brightness": ("a number in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1),
+    "color_jitter.contrast": ("a number in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1),
+    "color_jitter.saturation": ("a number in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1),
+}
+# What a run logs (classifier.py's self.log, train.py's own entries), so `objective` can be checked
+# before training; tests/test_retrain.py compares it with a real run's metrics.json
+LOGGED = {
+    "train/loss", "train/acc", "lr", "time/epoch_s", "time/images_per_s", "val/loss", "val/acc",
+    "val/acc_best", "test/loss", "test/acc", "model/params", "model/flops", "epochs",
+    "time/total_s", "gpu/peak_mem_gb",
+}  # fmt: skip
+# Lightning's precision names (16 and bf16 are its older spellings)
+PRECISIONS = "auto 32 16-mixed bf16-mixed 64 16-true bf16-true 32-true 64-true 16 bf16".split()
+# more keys of conf/ whose bad values would fail late or be ignored: key -> (rule, test)
+VALUES = {
+    "seed": ("an integer", lambda v: is_int(v)),
+    "dataset.split_seed": ("an integer", lambda v: is_int(v)),
+    "dataset.drop_last": ("true or false", lambda v: isinstance(v, bool)),
+    "trainer.label_smoothing": ("a number in [0, 1)", lambda v: is_number(v) and 0 <= v < 1),
+    "trainer.gradient_clip_val": (
+        "null or a number > 0",
+        lambda v: v is None or is_number(v) and v > 0,
+    ),
+    "trainer.early_stopping.patience": (
+        "null or an integer >= 0",
+        lambda v: v is None or is_int(v) and v >= 0,
+    ),
+    "trainer.early_stopping.mode": ("min or max", lambda v: v in ("min", "max")),
+    "trainer.progress_bar": ("true or false", lambda v: isinstance(v, bool)),
+    "trainer.compile": ("true or false", lambda v: isinstance(v, bool)),
+    "trainer.stop_on_nonfinite": ("true or false", lambda v: isinstance(v, bool)),
+    "trainer.channels_last": ("auto, true or false", lambda v: v == "auto" or isinstance(v, bool)),
+    "trainer.precision": (f"one of {', '.join(PRECISIONS)}", lambda v: str(v) in PRECISIONS),
+}
+SWEEPER_VALUES = {
+    "heartbeat_s": ("an integer > 0 (seconds)", lambda v: is_int(v) and v > 0),
+    "grace_s": ("an integer > 0 (seconds)", lambda v: is_int(v) and v > 0),
+    "max_retry": ("an integer >= 0", lambda v: is_int(v) and v >= 0),
+    "workers": ("an integer >= 1", lambda v: is_int(v) and v >= 1),
+    "plots": ("true or false", lambda v: isinstance(v, bool)),
+}
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu")
 DATABASES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 STORAGE_FORMS = "sqlite:///FILE, postgresql://USER@HOST/DB, mysql://USER@HOST/DB or journal:FILE"
 
@@ -51,11 +108,18 @@ def is_number(value) -> bool:
 
 
 def unwritable(folder: Path) -> Path | None:
-    """The first existing ancestor of `folder` if the folder cannot be created under it."""
+    """The first existing ancestor of `folder` if the folder cannot be created under it. Tried
+    with a folder made and removed at once: os.access says yes to root even where the kernel
+    refuses (/proc, a read-only mount)."""
     for parent in [folder, *folder.parents]:
         if parent.exists():
-            ok = parent.is_dir() and os.access(parent, os.W_OK)
-            return None if ok else parent
+            if not parent.is_dir():
+                return parent
+            try:
+                os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".write-test-"))
+            except OSError:
+                return parent
+            return None
     return None
 
 
@@ -64,11 +128,13 @@ def check(cfg: DictConfig) -> None:
     _numbers(cfg)
     _scheduler(cfg)
     _dataset(cfg.dataset)
+    _augment(cfg.dataset.augment)
     for key, passed in PASSED.items():
         _arguments(key, OmegaConf.select(cfg, key), passed)
     from cifar_sweep.data.augment import build_augment
 
     build_augment(cfg.dataset.augment)  # an unknown op or parameter, named before the data loads
+    _accelerator(cfg.trainer)
 
 
 def check_sweep(cfg: DictConfig) -> None:
@@ -78,11 +144,39 @@ def check_sweep(cfg: DictConfig) -> None:
     for key in ("n_trials", "n_jobs"):
         if not is_int(sweeper[key]) or sweeper[key] < 1:
             raise UserError(f"hydra.sweeper.{key}={sweeper[key]} must be an integer >= 1")
+    for key, (rule, ok) in SWEEPER_VALUES.items():
+        if key in sweeper and not ok(sweeper[key]):
+            raise UserError(f"hydra.sweeper.{key}={sweeper[key]} must be {rule}")
     rate = sweeper.max_failure_rate
     if not is_number(rate) or not 0 <= rate <= 1:
         raise UserError(f"hydra.sweeper.max_failure_rate={rate} must be a number in [0, 1]")
-    _storage(OmegaConf.to_container(sweeper, resolve=False).get("storage"))
+    _storage(OmegaConf.to_container(sweeper, resolve=False).get("storage"), cfg.hydra.sweep.dir)
+    _pruner(cfg)
+    _space(cfg)
+    check_objective(cfg)
     check(cfg)
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """Where a run returns `objective` (the command line, a sweep's trials): every name is one the
+    run will log, else each run trains fully and only then fails."""
+    objective = cfg.objective
+    if not isinstance(objective, str) and not OmegaConf.is_list(objective):
+        raise UserError(f"objective={objective} must be a metric name, or a list of them")
+    names = [objective] if isinstance(objective, str) else list(objective)
+    repeats = cfg.get("repeats", 1)
+    logged = LOGGED | {f"{k}_std" for k in LOGGED} if is_int(repeats) and repeats > 1 else LOGGED
+    for name in names:
+        if not isinstance(name, str) or name not in logged:
+            raise UserError(
+                f"objective={name}: not a metric the run logs{did_you_mean(name, logged)} "
+                f"(metrics: {', '.join(sorted(LOGGED))})"
+            )
+        if name.startswith("val/") and cfg.dataset.val_size == 0 and not cfg.dataset.get("folds"):
+            raise UserError(
+                f"objective={name} needs a validation split (dataset.val_size>0), or use "
+                "objective=test/acc"
+            )
 
 
 def val_count(val_size, n: int) -> int:
@@ -112,6 +206,10 @@ def _numbers(cfg: DictConfig) -> None:
     folds = OmegaConf.select(cfg, "dataset.folds")
     if folds is not None and (not is_int(folds) or folds < 2):
         raise UserError(f"dataset.folds={folds} must be null or an integer >= 2")
+    for key, (rule, ok) in VALUES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if OmegaConf.select(cfg, key, default="absent") != "absent" and not ok(value):
+            raise UserError(f"{key}={value} must be {rule}")
     repeats = cfg.get("repeats", 1)
     if not is_int(repeats) or repeats < 1:
         raise UserError(f"repeats={repeats} must be an integer >= 1")
@@ -119,6 +217,41 @@ def _numbers(cfg: DictConfig) -> None:
         raise UserError(
             f"repeats={repeats} with dataset.folds={folds}: choose one (seeds or folds)"
         )
+
+
+def _augment(spec) -> None:
+    """Each augmentation parameter in its range (a negative crop padding fails in torch)."""
+    for op, params in (spec or {}).items():
+        for name, value in (params or {}).items():
+            rule, ok = AUGMENT.get(f"{op}.{name}", (None, None))
+            if ok is not None and not ok(value):
+                raise UserError(f"dataset.augment.{op}.{name}={value} must be {rule}")
+    zoom = (spec or {}).get("zoom") or {}
+    if is_number(zoom.get("low")) and is_number(zoom.get("high")) and zoom.low > zoom.high:
+        raise UserError(
+            f"dataset.augment.zoom.low={zoom.low} is above zoom.high={zoom.high}: low comes first"
+        )
+
+
+def _accelerator(t: DictConfig) -> None:
+    """An accelerator that exists here (Lightning's own error is a 57-line traceback)."""
+    if t.accelerator not in ACCELERATORS:
+        raise UserError(
+            f"trainer.accelerator={t.accelerator}{did_you_mean(t.accelerator, ACCELERATORS)} "
+            f"(choose from {', '.join(ACCELERATORS)})"
+        )
+    if t.accelerator not in ("gpu", "cuda"):
+        return
+    import torch
+
+    visible = torch.cuda.device_count()
+    if not visible:
+        raise UserError(
+            f"trainer.accelerator={t.accelerator}: no CUDA GPU is visible here; use "
+            "trainer.accelerator=auto (a GPU when there is one) or cpu"
+        )
+    if is_int(t.devices) and t.devices > visible:
+        raise UserError(f"trainer.devices={t.devices}: only {visible} GPU(s) are visible")
 
 
 def _scheduler(cfg: DictConfig) -> None:
@@ -203,7 +336,101 @@ def _arguments(key: str, node: DictConfig, passed: set[str]) -> None:
             )
 
 
-def _storage(url) -> None:
+def _pruner(cfg: DictConfig) -> None:
+    """One direction per objective; and no pruner on a multi-objective study (Optuna cannot
+    prune one, and the header would name a pruner that never acts)."""
+    direction = cfg.hydra.sweeper.direction
+    directions = [direction] if isinstance(direction, str) else list(direction)
+    objectives = [cfg.objective] if isinstance(cfg.objective, str) else list(cfg.objective)
+    if len(directions) != len(objectives):
+        raise UserError(
+            f"hydra.sweeper.direction={directions} gives {len(directions)} direction(s) for "
+            f"{len(objectives)} objective(s) (objective={objectives})"
+        )
+    target = OmegaConf.select(cfg, "hydra.sweeper.pruner._target_", default=None)
+    if len(directions) > 1 and target not in (None, "optuna.pruners.NopPruner"):
+        option = OmegaConf.select(cfg, "hydra.runtime.choices.pruner", default=None) or target
+        raise UserError(
+            f"pruner={option}: a multi-objective study ({len(directions)} objectives) cannot "
+            "prune; use pruner=none"
+        )
+
+
+def _space(cfg: DictConfig) -> None:
+    """Every search-space bound in order, before a trial asks for it: the search_space group's
+    and the command line's sweep values."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False).get("params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()]
+    lines += list(OmegaConf.select(cfg, "hydra.overrides.task", default=None) or [])
+    parser = OverridesParser.create()
+    for line in lines:
+        try:
+            [override] = parser.parse_overrides([line])
+        except Exception:
+            continue  # Hydra has named what does not parse
+        if not override.is_sweep_override():
+            continue
+        key = override.get_key_element().lstrip("+~")
+        for value in _sweep_values(key, override.value()):
+            _swept_value(cfg, key, value)
+
+
+def _sweep_values(key: str, sweep) -> list:
+    """A sweep's extreme values (every value of a choice); refuses an empty or reversed one."""
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+
+    if isinstance(sweep, IntervalSweep):
+        if sweep.start > sweep.end:
+            raise UserError(
+                f"{key}=interval({sweep.start}, {sweep.end}): the low bound comes first, "
+                f"interval({sweep.end}, {sweep.start})"
+            )
+        if "log" in sweep.tags and sweep.start <= 0:
+            raise UserError(f"{key}: a log-scale interval needs a low bound > 0")
+        return [sweep.start, sweep.end]
+    if isinstance(sweep, RangeSweep):
+        values = [] if sweep.step == 0 else list(sweep.range())
+        if not values:
+            raise UserError(
+                f"{key}=range({sweep.start}, {sweep.stop}, {sweep.step}) holds no value"
+            )
+        return [values[0], values[-1]]
+    if isinstance(sweep, ChoiceSweep):
+        if not sweep.list:
+            raise UserError(f"{key}=choice(): name at least one value")
+        return [v for v in sweep.list if isinstance(v, str | int | float | bool)]
+    return []
+
+
+def _swept_value(cfg: DictConfig, key: str, value) -> None:
+    """One value a trial may get: an option of its group, or a value the checks accept (else
+    every trial that draws it fails the same way)."""
+    import copy
+
+    group = CONF / key
+    if key in (OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {}):
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        if group.is_dir() and str(value) not in options:
+            raise UserError(
+                f"{key}={value}: no such option{did_you_mean(value, options)} "
+                f"(options: {', '.join(options)}; a value of the sweep over {key})"
+            )
+        return
+    if OmegaConf.select(cfg, key, default=None) is None:
+        return  # a key the search space adds (per-layer sizes), or one set to null
+    trial = copy.deepcopy(cfg)
+    OmegaConf.set_readonly(trial, False)
+    OmegaConf.update(trial, key, value, force_add=True)
+    try:
+        _numbers(trial)
+        _augment(trial.dataset.augment)
+    except UserError as e:
+        raise UserError(f"{e} (a value of the sweep over {key})") from None
+
+
+def _storage(url, sweep_dir: str = "") -> None:
     """A storage URL that Optuna can open: refused before a minute of connection retries."""
     if not isinstance(url, str) or not url or url.startswith("journal:"):
         return
@@ -225,7 +452,24 @@ def _storage(url) -> None:
             f"hydra.sweeper.storage={url}: a sqlite URL has three slashes before a relative "
             "path (sqlite:///outputs/studies.db) and four before an absolute one"
         )
+    if database == "sqlite" and "${" not in url:
+        _sqlite_folder(url, Path(sweep_dir))
     _server_answers(url)
+
+
+def _sqlite_folder(url: str, sweep_dir: Path) -> None:
+    """The database's folder exists, or is one the sweep creates anyway (outputs/ by default):
+    a typo in the path would otherwise make a folder and an empty study there."""
+    path = url.partition(":///")[2].partition("?")[0]
+    if not path or path == ":memory:":
+        return
+    folder = Path(path).absolute().parent
+    if folder.is_dir() or folder in Path(sweep_dir).absolute().parents:
+        return
+    raise UserError(
+        f"hydra.sweeper.storage={url}: the folder {folder} does not exist (create it first; "
+        "only the sweep's own outputs/ folder is made for you)"
+    )
 
 
 def _server_answers(url: str) -> None:
@@ -250,16 +494,24 @@ def _server_answers(url: str) -> None:
 
 
 class CheckOutputDir(Callback):
-    """Refuse an output folder that cannot be created, naming it (Hydra would show a traceback)."""
+    """Refuse an output folder that cannot be created, naming it (Hydra would show a traceback),
+    and a resume folder that is not a run's, before Hydra makes the run folder (by default the
+    resume folder itself)."""
+
+    @staticmethod
+    def _fail(message: str) -> None:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
 
     def _check(self, key: str, folder: str) -> None:
         blocker = unwritable(Path(folder).absolute())
         if blocker is not None:
-            message = f"{key}={folder}: cannot create it ({blocker} is not a writable folder)"
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(1)
+            self._fail(f"{key}={folder}: cannot create it ({blocker} is not a writable folder)")
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        resume = config.get("resume")
+        if resume and not (Path(resume) / ".hydra" / "config.yaml").is_file():
+            self._fail(f"resume={resume}: not a run folder (no .hydra/config.yaml)")
         self._check("hydra.run.dir", config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:

@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import re
+import signal
 import sys
 from contextlib import contextmanager
 from typing import NoReturn
@@ -57,6 +58,40 @@ def exit_with(error: UserError, log: logging.Logger) -> NoReturn:
         raise error
     print(f"error: {error}", file=sys.stderr)
     sys.exit(1)
+
+
+_interrupted = False  # set by our SIGINT handler: tells Lightning's SystemExit(1) from an error's
+
+
+def _on_sigint(signum, frame) -> NoReturn:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def interruptible(message: str, *, reraise: bool = False):
+    """Ctrl-C: print `interrupted: <message>` and exit 130, as shells expect of SIGINT (or, with
+    `reraise`, in a sweep's job, raise KeyboardInterrupt for the sweep loop to handle). Lightning
+    catches the KeyboardInterrupt itself, cleans up and calls sys.exit(1): our handler's flag
+    tells that exit from an error's. A SIGINT ignored at start (a background job) stays ignored."""
+    global _interrupted
+    installed = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if installed:
+        signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit) as e:
+        if not (_interrupted or isinstance(e, KeyboardInterrupt)):
+            raise
+        if reraise:
+            raise KeyboardInterrupt from None
+        print(f"interrupted: {message}", file=sys.stderr)
+        sys.exit(130)
+    finally:
+        _interrupted = False
+        if installed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextmanager

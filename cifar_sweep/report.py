@@ -5,20 +5,23 @@ python -m cifar_sweep.report sqlite:///outputs/studies.db [study] [--out DIR]
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 import optuna
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from cifar_sweep.sweep.contract import objective_names
+from cifar_sweep.errors import did_you_mean
+from cifar_sweep.sweep.contract import OBJECTIVE, classify, objective_names
 from cifar_sweep.sweep.plots import draw
 
 
 def table(study: optuna.Study) -> str:
-    """Trials by state, best value(s) and params, wall time."""
+    """Trials by class (states; a failure by its kind; warm-start copies apart), best value(s)
+    and params, wall time."""
     trials = study.get_trials(deepcopy=False)
-    states = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    states = Counter(map(classify, trials))
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     wall = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
@@ -66,7 +69,7 @@ def results(study: optuna.Study) -> dict:
 def write(study: optuna.Study, out_dir, *, plots: bool) -> list[Path]:
     """Print the table; write optimization_results.yaml, trials.csv and plots/*.png (Optuna's,
     and the workers' timeline, unless `plots` is false) to out_dir."""
-    names = objective_names(study.user_attrs.get("objective", []))  # set by the sweeper
+    names = objective_names(study.user_attrs.get(OBJECTIVE, []))  # set by the sweeper
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     print(table(study), flush=True)
@@ -81,16 +84,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("study", nargs="?", help="study name (optional if there is one)")
     parser.add_argument("--out", help="folder for the files (default: outputs/reports/<study>)")
     args = parser.parse_args(argv)
-    names = optuna.get_all_study_names(args.storage)
+    names = study_names(args.storage)
     if args.study is None and len(names) != 1:
         sys.exit(f"error: name one of the {len(names)} studies in {args.storage}: {names}")
     name = args.study or names[0]
     if name not in names:
-        sys.exit(f"error: no study {name!r} in {args.storage}; studies: {names}")
+        sys.exit(
+            f"error: no study {name!r} in {args.storage}{did_you_mean(name, names)}; "
+            f"studies: {names}"
+        )
     study = optuna.load_study(study_name=name, storage=args.storage)
     out = Path(args.out or Path("outputs") / "reports" / name)
     files = write(study, out, plots=True)
     print(f"wrote {out}/optimization_results.yaml, trials.csv and {len(files)} plots")
+
+
+def study_names(url: str) -> list[str]:
+    """The studies in an existing storage; a report never creates one (sqlite and the journal
+    would make an empty database at a mistyped path), and a storage that cannot be opened is
+    one line."""
+    path = url.partition(":///")[2] if url.startswith("sqlite") else url.removeprefix("journal:")
+    if (url.startswith("sqlite") or url.startswith("journal:")) and not Path(path).is_file():
+        sys.exit(f"error: {url}: no such database file ({Path(path).absolute()})")
+    if url.startswith("journal:"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return [s.study_name for s in JournalStorage(JournalFileBackend(path)).get_all_studies()]
+    try:
+        return optuna.get_all_study_names(url)
+    except Exception as e:  # not a storage URL, a server that does not answer, a missing driver
+        sys.exit(f"error: {url}: cannot open it ({(str(e).strip().splitlines() or [e])[0]})")
 
 
 if __name__ == "__main__":

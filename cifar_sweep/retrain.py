@@ -3,89 +3,189 @@
     python -m cifar_sweep.retrain +experiment=nas_hyperband retrain.epochs=30
     python -m cifar_sweep.retrain +experiment=seq_vs_branch_random retrain.per=model
 
-The same overrides as the sweep find the same storage and study (`retrain.study` names another).
-Writes each run (metrics.json, evaluation report) under outputs/runs/<time>/<label>/ and a
-comparison table of the runs.
+The same overrides as the sweep find the same storage and study: its name is computed as the
+sweep computes it (`retrain.study` names another). A multi-objective study has no single best
+trial: `retrain.trial=N` picks one of its Pareto front. Writes each run (metrics.json, evaluation
+report, the config that ran in .hydra/) under outputs/runs/<time>/<label>/ and a comparison table.
 """
 
 import logging
+import warnings
 from pathlib import Path
 
 import hydra
 import optuna
 from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from cifar_sweep.checks import is_int
 from cifar_sweep.config_dir import CONF
-from cifar_sweep.errors import UserError, exit_with, one_line_errors
+from cifar_sweep.errors import UserError, did_you_mean, exit_with, interruptible, one_line_errors
 from cifar_sweep.sweep import contract
 
 log = logging.getLogger("cifar_sweep.retrain")
+# Hydra 1.4 instantiates configured callbacks and plugins without a whitelist; ours are trusted.
+warnings.filterwarnings(
+    "ignore",
+    message=r"hydra\.utils\.instantiate\(\) resolved _target_='(cifar_sweep|hydra_plugins)\.",
+)
 
 
-def find_study(sweeper, name: str | None, prefix: str) -> optuna.Study:
-    """The named study, or the newest one whose name starts with `<name>-`."""
-    storage = contract.storage(sweeper)
-    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
-    matches = [
-        s
-        for s in summaries
-        if (s.study_name == name if name else s.study_name.startswith(f"{prefix}-"))
-    ]
-    if not matches:
-        raise UserError(
-            f"retrain.study={name or prefix + '-*'}: no such study in {sweeper.storage}; "
-            f"studies there: {[s.study_name for s in summaries]}"
+def sweep_arguments(task: list[str]) -> list[str]:
+    """The command line as the sweep saw it: the retrain's own keys are not the sweep's."""
+    return [o for o in task if not o.lstrip("+~").startswith("retrain.")]
+
+
+def swept_study_name(arguments: list[str], config: DictConfig | None = None) -> str:
+    """The study name `python -m cifar_sweep -m <arguments>` uses, by the sweeper's own steps
+    (space, sampler, hash); `config`: the sweep's composed config, if already at hand."""
+    from cifar_sweep.sweep.setup import CifarOptunaSweeperImpl
+
+    if config is None:
+        config = GlobalHydra.instance().hydra.compose_config(
+            "config", arguments, run_mode=RunMode.MULTIRUN
         )
-    newest = max(matches, key=lambda s: s.datetime_start or s._study_id)
-    return optuna.load_study(study_name=newest.study_name, storage=storage)
+    fields = {k: v for k, v in config.hydra.sweeper.items() if k != "_target_"}
+    sweeper = CifarOptunaSweeperImpl(**fields)
+    sweeper.config = config
+    space, fixed, fixed_overrides, from_cli = sweeper._space(arguments)
+    sampler, _ = sweeper._sampler(space, from_cli, arguments)
+    return sweeper._study_name(space, fixed, fixed_overrides, sweeper._get_directions(), sampler)
 
 
-def best_trials(study: optuna.Study, per: str | None) -> dict[str, optuna.trial.FrozenTrial]:
-    """The best completed trial, or the best per value of the parameter `per`."""
+def find_study(sweeper: DictConfig, name: str | None, prefix: str, arguments: list[str]):
+    """The named study; else the one these overrides sweep; else the only `<prefix>-*` one."""
+    storage = contract.storage(sweeper)
+    names = optuna.get_all_study_names(storage)
+    if name is not None:
+        if name not in names:
+            raise UserError(
+                f"retrain.study={name}: no such study in {contract.masked(sweeper.storage)}"
+                f"{did_you_mean(name, names)} (studies: {', '.join(names) or 'none'})"
+            )
+        return optuna.load_study(study_name=name, storage=storage)
+    swept = swept_study_name(arguments)
+    if swept in names:
+        return optuna.load_study(study_name=swept, storage=storage)
+    mine = [n for n in names if n.startswith(f"{prefix}-")]
+    if len(mine) != 1:
+        raise UserError(
+            f"retrain.study: these overrides sweep study {swept}, which is not in "
+            f"{contract.masked(sweeper.storage)}; name one with retrain.study=NAME "
+            f"({prefix}-* studies there: {', '.join(mine) or 'none'})"
+        )
+    log.warning("no study %s for these overrides; retraining the only one: %s", swept, mine[0])
+    return optuna.load_study(study_name=mine[0], storage=storage)
+
+
+def chosen_trials(study: optuna.Study, retrain: DictConfig) -> dict[str, optuna.trial.FrozenTrial]:
+    """retrain.trial; else the best completed trial, or the best per value of `retrain.per`."""
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    if retrain.trial is not None:
+        picked = [t for t in done if t.number == retrain.trial]
+        if not picked:
+            numbers = ", ".join(str(t.number) for t in done) or "none"
+            raise UserError(
+                f"retrain.trial={retrain.trial}: not a completed trial of {study.study_name} "
+                f"(completed: {numbers})"
+            )
+        return {f"trial{retrain.trial}": picked[0]}
     if not done:
         raise UserError(f"study {study.study_name} has no completed trial to retrain")
+    if len(study.directions) > 1:
+        front = "; ".join(f"{t.number}: {t.values}" for t in study.best_trials)
+        raise UserError(
+            f"retrain.trial: study {study.study_name} has {len(study.directions)} objectives, so "
+            f"no single best trial; pick one of its Pareto front with retrain.trial=N ({front})"
+        )
     sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    best = lambda ts: max(ts, key=lambda t: sign * t.value)  # noqa: E731
+    per = retrain.per
+    if not per:
+        return {"best": best(done)}
+    params = {p for t in study.trials for p in t.params}
+    if per not in params:
+        raise UserError(
+            f"retrain.per={per}: not a parameter of study {study.study_name}"
+            f"{did_you_mean(per, params)} (parameters: {', '.join(sorted(params))})"
+        )
     groups: dict[str, list] = {}
     for t in done:
-        groups.setdefault(str(t.params.get(per, "best")) if per else "best", []).append(t)
-    return {label: max(ts, key=lambda t: sign * t.value) for label, ts in groups.items()}
+        groups.setdefault(str(t.params[per]), []).append(t)
+    choices = {str(c) for t in study.trials if per in t.distributions
+               for c in getattr(t.distributions[per], "choices", ())}  # fmt: skip
+    for value in sorted(choices - set(groups)):
+        log.warning("retrain.per=%s: %s=%s has no completed trial; not retrained", per, per, value)
+    return {label: best(ts) for label, ts in groups.items()}
+
+
+def save_config(run_cfg: DictConfig, overrides: list[str], run_dir: Path) -> None:
+    """The config that ran, where Hydra keeps a run's: <run>/.hydra/config.yaml."""
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(run_cfg, run_dir / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
 
 
 @hydra.main(config_path=str(CONF), config_name="config")
 def run(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    with interruptible(f"the retrain stopped; {out_dir} holds the runs written so far"):
+        try:
+            retrain(cfg, hc, out_dir)
+        except UserError as e:
+            exit_with(e, log)
+
+
+def check_retrain(retrain: DictConfig) -> None:
+    """The retrain's own keys, named as themselves (not as the trainer.max_epochs they become)."""
+    if not is_int(retrain.epochs) or retrain.epochs < 1:
+        raise UserError(f"retrain.epochs={retrain.epochs} must be an integer >= 1")
+    if retrain.trial is not None and (not is_int(retrain.trial) or retrain.trial < 0):
+        raise UserError(f"retrain.trial={retrain.trial} must be null or a trial number (>= 0)")
+    if not isinstance(retrain.merge_val, bool):
+        raise UserError(f"retrain.merge_val={retrain.merge_val} must be true or false")
+
+
+def retrain(cfg: DictConfig, hc, out_dir: Path) -> None:
     from cifar_sweep import compare
     from cifar_sweep.train import train
 
-    hc = HydraConfig.get()
-    try:
-        study = find_study(hc.sweeper, cfg.retrain.study, cfg.name)
-        runs = {}
-        for label, trial in best_trials(study, cfg.retrain.per).items():
-            overrides = [
-                *hc.overrides.task,
-                *(f"{k}={v}" for k, v in trial.params.items()),
-                f"trainer.max_epochs={cfg.retrain.epochs}",
-                *(["dataset.val_size=0", "objective=test/acc"] if cfg.retrain.merge_val else []),
-            ]
-            log.info(
-                "retraining trial %d of %s (%s): %s",
-                trial.number,
-                study.study_name,
-                label,
-                trial.params,
-            )
-            run_cfg = compose(config_name="config", overrides=overrides)
-            metrics = train(run_cfg, Path(hc.runtime.output_dir) / label, evaluate=True)
-            runs[label] = (trial.value, metrics)
-        print(compare.table(runs, Path(hc.runtime.output_dir)))
-    except UserError as e:
-        exit_with(e, log)
+    check_retrain(cfg.retrain)
+    arguments = sweep_arguments(list(hc.overrides.task))
+    study = find_study(hc.sweeper, cfg.retrain.study, cfg.name, arguments)
+    runs = {}
+    for label, trial in chosen_trials(study, cfg.retrain).items():
+        overrides = [
+            *hc.overrides.task,
+            *(f"{k}={v}" for k, v in trial.params.items()),
+            f"trainer.max_epochs={cfg.retrain.epochs}",
+            *(["dataset.val_size=0", "objective=test/acc"] if cfg.retrain.merge_val else []),
+        ]
+        log.info(
+            "retraining trial %d of %s (%s): %s",
+            trial.number,
+            study.study_name,
+            label,
+            trial.params,
+        )
+        run_cfg = compose(config_name="config", overrides=overrides)
+        save_config(run_cfg, overrides, out_dir / label)
+        metrics = train(run_cfg, out_dir / label, evaluate=True)
+        runs[label] = (trial.values[0] if len(trial.values) == 1 else None, metrics)
+    if len(runs) == 1:  # one run: the retrain's own config is the one that ran
+        save_config(run_cfg, overrides, out_dir)
+    print(compare.table(runs, out_dir))
+
+
+def main() -> None:
+    with one_line_errors():
+        run()
 
 
 if __name__ == "__main__":
-    with one_line_errors():
-        run()
+    main()

@@ -10,18 +10,19 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import disable_possible_user_warnings
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep import evaluation, flops
+from cifar_sweep import evaluation, flops, resume
 from cifar_sweep.checks import check
 from cifar_sweep.classifier import Classifier
 from cifar_sweep.data.datamodule import ImageDataModule
 from cifar_sweep.divergence import StopOnNonFinite
 from cifar_sweep.errors import UserError
+from cifar_sweep.resume import AtomicCheckpoint
 from cifar_sweep.targets import build
 
 log = logging.getLogger(__name__)
@@ -99,11 +100,16 @@ def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list) -> L.Trainer:
     # val_size=0 (and no folds): train on train+validation, keep the last epoch, validate never
     validates = cfg.dataset.val_size > 0 or bool(cfg.dataset.get("folds"))
     checkpoint = (
-        ModelCheckpoint(dirpath=out_dir / "checkpoints", monitor="val/acc", mode="max")
+        AtomicCheckpoint(dirpath=out_dir / "checkpoints", monitor="val/acc", mode="max")
         if validates
-        else ModelCheckpoint(dirpath=out_dir / "checkpoints")
+        else AtomicCheckpoint(dirpath=out_dir / "checkpoints")
     )
-    callbacks = [checkpoint, *callbacks, *([OneProgressBar()] if t.progress_bar else [])]
+    callbacks = [
+        checkpoint,
+        resume.EveryEpoch(out_dir, cfg),
+        *callbacks,
+        *([OneProgressBar()] if t.progress_bar else []),
+    ]
     if validates and t.early_stopping.patience is not None:
         callbacks.append(EarlyStopping(**t.early_stopping))
     if t.stop_on_nonfinite:
@@ -159,7 +165,7 @@ def train(
     hparams.pop("hydra", None)
     trainer.logger.log_hyperparams(hparams, {"val/acc_best": 0.0, "test/acc": 0.0})
     trainer.logger.log_metrics({"model/params": params, "model/flops": flop_count}, step=0)
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=data, ckpt_path=resume.checkpoint(cfg))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best = trainer.checkpoint_callback.best_model_path
     trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False)

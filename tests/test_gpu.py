@@ -12,6 +12,8 @@ import pytest
 import torch
 from conftest import compose_cfg, run_cli, states, study, sweep
 
+from cifar_sweep.sweep.contract import OWNER
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (a GPU test)"),
@@ -156,9 +158,9 @@ def test_two_workers_share_one_gpu(tmp_path: Path):
     )
     s = study(tmp_path)
     assert states(s) == {"COMPLETE": 4}
-    assert {t.user_attrs["device"] for t in s.trials} == {"0"}
-    assert {t.user_attrs["worker"] for t in s.trials} == {0, 1}
-    a, b = ([t for t in s.trials if t.user_attrs["worker"] == w][0] for w in (0, 1))
+    assert {t.user_attrs[OWNER]["device"] for t in s.trials} == {"0"}
+    assert {t.user_attrs[OWNER]["worker"] for t in s.trials} == {0, 1}
+    a, b = ([t for t in s.trials if t.user_attrs[OWNER]["worker"] == w][0] for w in (0, 1))
     assert a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
     assert "worker 1: trial" in result.stdout + result.stderr
 

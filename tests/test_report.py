@@ -5,11 +5,12 @@ from pathlib import Path
 import optuna
 
 from cifar_sweep import report
+from cifar_sweep.sweep.contract import OBJECTIVE
 
 
 def test_contour_pairs_the_three_most_important_of_six_parameters(tmp_path: Path):
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
-    study.set_user_attr("objective", "val/acc_best")
+    study.set_user_attr(OBJECTIVE, "val/acc_best")
 
     def objective(trial):  # only lr and width matter; four parameters are noise
         noise = [trial.suggest_float(f"noise{i}", 0, 1) for i in range(4)]

@@ -14,6 +14,7 @@ from conftest import distinct_params, states, study, sweep
 from optuna.trial import TrialState
 
 from cifar_sweep import report
+from cifar_sweep.sweep.contract import FAIL_REASON
 
 PLOTS = {
     "optimization_history",
@@ -124,7 +125,7 @@ def test_diverged_and_raising_trials_fail_with_a_reason_and_the_sweep_goes_on(tm
     s = study(tmp_path)
     assert states(s) == {"COMPLETE": 2, "FAIL": 4}
     failed = {
-        (t.params["optimizer.lr"], t.params["model.norm"]): t.user_attrs["fail_reason"]
+        (t.params["optimizer.lr"], t.params["model.norm"]): t.user_attrs[FAIL_REASON]
         for t in s.trials
         if t.state == TrialState.FAIL
     }

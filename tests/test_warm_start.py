@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from cifar_sweep.errors import UserError
 from cifar_sweep.sweep import queue
+from cifar_sweep.sweep.contract import OBJECTIVE_STD, SEEDS, WARM_START
 
 SPACE = {
     "optimizer.lr": FloatDistribution(1e-4, 1e-1, log=True),
@@ -33,7 +34,7 @@ def test_queued_points_run_first_and_a_warm_start_copies_without_retraining(tmp_
     assert states(first) == {"COMPLETE": 1}  # the rerun queued the point again not
     assert first.trials[0].params["optimizer.lr"] == 0.01
     for t in first.trials:  # each trial is the mean of seeds 0 and 1, its spread recorded
-        assert t.user_attrs["seeds"] == [0, 1] and t.user_attrs["objective_std"] >= 0
+        assert t.user_attrs[SEEDS] == [0, 1] and t.user_attrs[OBJECTIVE_STD] >= 0
         assert {p.name for p in (tmp_path / "sweep" / str(t.number)).glob("seed*")} == {
             "seed0",
             "seed1",
@@ -46,9 +47,9 @@ def test_queued_points_run_first_and_a_warm_start_copies_without_retraining(tmp_
         f"hydra.sweep.dir={tmp_path / 'second'}",
     )
     second = next(s for n, s in studies(tmp_path).items() if n.startswith("second-"))
-    copied = [t for t in second.trials if "warm_start" in t.user_attrs]
+    copied = [t for t in second.trials if WARM_START in t.user_attrs]
     assert sorted(t.values for t in copied) == sorted(t.values for t in first.trials)
-    ran = [t for t in second.trials if "warm_start" not in t.user_attrs]
+    ran = [t for t in second.trials if WARM_START not in t.user_attrs]
     assert len(ran) == 2 and all(t.state == TrialState.COMPLETE for t in ran)  # 2 new trials
     folders = {p.name for p in (tmp_path / "second").glob("[0-9]*")}
     assert folders == {str(t.number) for t in ran}  # nothing copied was trained again

@@ -13,6 +13,8 @@ import pytest
 from conftest import ROOT, distinct_params, states, study, sweep, sweep_cmd, wait_for
 from optuna.trial import TrialState
 
+from cifar_sweep.sweep.contract import FAIL_KIND, FAIL_REASON, OWNER, RETRY_OF
+
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -32,11 +34,12 @@ def test_two_workers_pinned_to_two_devices_run_the_study_asynchronously(tmp_path
     )
     s = study(tmp_path)
     assert states(s) == {"COMPLETE": 4} and distinct_params(s.trials) == 4
-    by_worker = {w: [t for t in s.trials if t.user_attrs["worker"] == w] for w in (0, 1)}
+    by_worker = {w: [t for t in s.trials if t.user_attrs[OWNER]["worker"] == w] for w in (0, 1)}
     assert all(by_worker.values()), "both workers ran trials"
     for w, trials in by_worker.items():  # each worker kept its device; pid and host recorded
-        assert {t.user_attrs["device"] for t in trials} == {str(w)}
-        assert len({t.user_attrs["pid"] for t in trials}) == 1 and trials[0].user_attrs["host"]
+        owners = [t.user_attrs[OWNER] for t in trials]
+        assert {o["device"] for o in owners} == {str(w)}
+        assert len({o["pid"] for o in owners}) == 1 and owners[0]["host"]
     a, b = by_worker[0][0], by_worker[1][0]  # the workers' first trials ran at the same time
     assert a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
     assert "worker 1: trial" in result.stdout + result.stderr  # the progress line names it
@@ -66,7 +69,7 @@ def test_ctrl_c_stops_every_worker_and_queues_their_trials_first(tmp_path: Path)
     assert proc.wait(timeout=180) != 0
     s = study(tmp_path)
     stopped = [t for t in s.trials if t.state == TrialState.FAIL]
-    assert len(stopped) == 2 and {t.user_attrs["fail_reason"] for t in stopped} == {"interrupted"}
+    assert len(stopped) == 2 and {t.user_attrs[FAIL_KIND] for t in stopped} == {"interrupted"}
     queued = [t for t in s.trials if t.state == TrialState.WAITING]
     assert sorted(t.system_attrs["fixed_params"]["optimizer.lr"] for t in queued) == sorted(
         t.params["optimizer.lr"] for t in stopped
@@ -106,6 +109,7 @@ def test_failed_trials_keep_their_reason_until_the_failure_budget_stops_the_loop
         overrides=lambda trials: [[f"x={t.suggest_float('x', 0, 1)}"] for t in trials],
         names=["val/acc_best"],
         heartbeat_s=60,
+        grace_s=180,
         max_retry=1,
     )
     with pytest.raises(UserError, match=r"2 failed trials exceed max_failure_rate x n_trials = 1"):
@@ -147,8 +151,8 @@ def test_a_rerun_right_after_kill_9_finishes_the_study_without_waiting(tmp_path:
     s = study(tmp_path)
     assert len([t for t in s.trials if t.state in FINISHED]) == 4
     assert all(s.trials[n].state == TrialState.COMPLETE for n in done)  # nothing lost
-    assert s.trials[killed.number].user_attrs["fail_reason"] == "worker died"
-    [retried] = [t for t in s.trials if t.user_attrs.get("retry_of") == killed.number]
+    assert s.trials[killed.number].user_attrs[FAIL_KIND] == "worker_died"
+    [retried] = [t for t in s.trials if t.user_attrs.get(RETRY_OF) == killed.number]
     assert retried.params == killed.params and retried.state == TrialState.COMPLETE
     assert time.time() - started < 120
     folders = {int(p.name) for p in (tmp_path / "sweep").glob("[0-9]*")}
@@ -176,8 +180,8 @@ def test_kills_at_random_moments_never_lose_or_add_a_trial(tmp_path: Path):
     s = study(tmp_path)
     assert len([t for t in s.trials if t.state in FINISHED]) == 6
     assert not [t for t in s.trials if t.state == TrialState.RUNNING]
-    reasons = {t.user_attrs.get("fail_reason") for t in s.trials if t.state == TrialState.FAIL}
-    assert reasons <= {"worker died"}, reasons
+    kinds = {t.user_attrs.get(FAIL_KIND) for t in s.trials if t.state == TrialState.FAIL}
+    assert kinds <= {"worker_died"}, kinds
 
 
 @pytest.mark.slow  # the workers test above runs the same mechanism by default
@@ -200,7 +204,7 @@ def test_two_commands_on_one_study_share_it(tmp_path: Path):
     complete = [t for t in s.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 5
     # a trial asked by both at the same moment steps back before it runs (forced below)
-    assert all("not run" in t.user_attrs["fail_reason"] for t in s.trials if t not in complete)
+    assert all(t.user_attrs[FAIL_KIND] == "not_run" for t in s.trials if t not in complete)
     assert distinct_params(complete) == 5  # the second does not replay the seeded trials
     assert all("trial " in out for out in outputs)  # both ran trials
 
@@ -216,8 +220,8 @@ def test_a_trial_asked_past_n_trials_steps_back_without_counting_as_a_failure():
     kept = drop_surplus(s, [first, second], n_trials=5)
     assert kept == [first]
     assert s.trials[second.number].state == TrialState.FAIL
-    assert s.trials[second.number].user_attrs["fail_reason"] == SURPLUS
-    assert loop_states(s)[TrialState.FAIL] == 0  # not charged to the budget
+    assert s.trials[second.number].user_attrs[FAIL_REASON] == SURPLUS
+    assert loop_states(s)["error"] == 0  # not charged to the budget
 
 
 def test_a_worker_whose_trial_overshoots_n_trials_runs_nothing_and_stops():
@@ -249,8 +253,9 @@ def test_a_worker_whose_trial_overshoots_n_trials_runs_nothing_and_stops():
         overrides=lambda trials: [[f"x={t.suggest_float('x', 0, 1)}"] for t in trials],
         names=["val/acc_best"],
         heartbeat_s=60,
+        grace_s=180,
     )
     loop.run()
     assert launched == []
     assert [t.state for t in s.trials[4:]] == [TrialState.RUNNING, TrialState.FAIL]
-    assert s.trials[5].user_attrs["fail_reason"] == SURPLUS
+    assert s.trials[5].user_attrs[FAIL_REASON] == SURPLUS

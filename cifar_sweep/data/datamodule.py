@@ -82,6 +82,8 @@ class ImageDataModule(L.LightningDataModule):
         self.mean: list[float] = []
         self.std: list[float] = []
         self._on_device: dict[str, tuple[Tensor, Tensor]] = {}
+        self._train: DeviceBatches | None = None  # its generator is the data order's state
+        self._resumed: dict | None = None  # from a checkpoint, applied when training starts
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -165,7 +167,30 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DeviceBatches:
-        return self._batches("train", train=True)
+        self._train = self._batches("train", train=True)
+        if self._resumed is not None:  # go on with the data order where the checkpoint left it
+            self._train.generator.set_state(self._resumed["generator"].to(torch.uint8))
+            torch.set_rng_state(self._resumed["rng"])
+            if self._resumed.get("cuda_rng") and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(self._resumed["cuda_rng"])
+            self._resumed = None
+        return self._train
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to draw the same batches and augmentations as an
+        uninterrupted one: the train generator's state and torch's global RNGs (dropout).
+        Tensors only, so the checkpoint still loads with torch.load(weights_only=True)."""
+        if self._train is None:
+            return {}
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+        return {
+            "generator": self._train.generator.get_state(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": cuda,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resumed = state or None
 
     def val_dataloader(self) -> DeviceBatches:
         return self._batches("val", train=False)

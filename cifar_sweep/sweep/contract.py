@@ -1,8 +1,9 @@
 """The contract between the sweeper and its jobs: trial keys, failure reasons, storage, pruner.
 
 The sweeper hands each job its trial as `+trial.{study,id,number}` overrides; the job reopens
-the study from the storage that `hydra.sweeper` names, with the same pruner, and reports to the
-trial. Everything both sides must agree on lives here.
+the study from the storage that `hydra.sweeper` names, with the same pruner, reports to the
+trial and beats its heartbeat. Every name both sides, and the reports, rely on is spelled here
+and only here: attribute names, failure kinds, what a trial counts as (classify), job folders.
 """
 
 import random
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import optuna
 from omegaconf import DictConfig
-from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
@@ -20,9 +21,54 @@ from sqlalchemy.engine import make_url
 from cifar_sweep.errors import UserError
 from cifar_sweep.targets import build
 
-FAIL_REASON = "fail_reason"  # user attribute: why a trial is FAIL, in one line
-WARM_START = "warm_start"  # user attribute of a trial copied from another study: "<study>#<n>"
-# Every trial also records its worker, host, pid and device (user attributes of those names).
+# Our attribute names carry a prefix: hydra-optuna-sweeper stores every fixed override as a user
+# attribute named by its key (`device=cpu` would overwrite a "device"), and ':' is never in a key.
+PREFIX = "cs:"
+OWNER = PREFIX + "owner"  # {host, boot, pidns, timens, pid, ticks, worker, device, trial}
+FAIL_KIND = PREFIX + "fail_kind"  # one of KINDS: what the failure budget reads
+FAIL_REASON = PREFIX + "fail_reason"  # the failure in one line, for people
+WARM_START = PREFIX + "warm_start"  # on a trial copied from another study: "<study>#<n>"
+RETRY_OF = PREFIX + "retry_of"  # on a queued retry: the number of the trial it repeats
+RETRIES = PREFIX + "retries"  # on a queued retry: how many times its point has been retried
+SEEDS = PREFIX + "seeds"  # with repeats > 1: the seeds averaged
+OBJECTIVE_STD = PREFIX + "objective_std"  # with repeats > 1: the objective's spread over seeds
+OBJECTIVE = PREFIX + "objective"  # study attribute: the metric name(s) the values are
+JOB_BEATS = PREFIX + "job_beats"  # system attribute: the job beats the heartbeat from now on
+
+# Failure kinds. Only the CHARGED ones are the trial's fault and spend the failure budget.
+DIVERGED, ERROR = "diverged", "error"
+CHARGED = (DIVERGED, ERROR)
+INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM while it ran; its point is queued again
+WORKER_DIED = "worker_died"  # its process died or went silent; retried up to max_retry
+NOT_RUN = "not_run"  # asked past n_trials, or a retry whose first run finished after all
+
+# What classify() calls a trial: a failure is called by its kind.
+COMPLETE, PRUNED, RUNNING, WAITING = "complete", "pruned", "running", "waiting"
+IMPORTED = "imported"  # copied by a warm start: informs the sampler, never ran here
+FINISHED = (COMPLETE, PRUNED)  # what n_trials counts
+LIVE = (COMPLETE, PRUNED, RUNNING)  # what holds one of the n_trials places
+
+
+def classify(trial: optuna.trial.FrozenTrial) -> str:
+    """The one answer to "what is this trial" for the loop, the surplus check and the report."""
+    if WARM_START in trial.user_attrs:
+        return IMPORTED
+    if trial.state == TrialState.FAIL:
+        # Optuna's stale-trial check fails a trial without a word; every other path names it
+        return trial.user_attrs.get(FAIL_KIND, WORKER_DIED)
+    return trial.state.name.lower()
+
+
+def job_batches(trials: list) -> list[list]:
+    """Trials split into runs of consecutive numbers. The job-folder rule: a job's folder is its
+    trial's number, and Hydra numbers a batch's folders from its first, one by one."""
+    batches: list[list] = []
+    for t in trials:
+        if batches and batches[-1][-1].number + 1 == t.number:
+            batches[-1].append(t)
+        else:
+            batches.append([t])
+    return batches
 
 
 def objective_names(objective) -> list[str]:
@@ -39,8 +85,9 @@ def trial_overrides(study_name: str, trial: optuna.trial.Trial) -> list[str]:
     ]
 
 
-def fail(study: optuna.Study, trial: optuna.trial.Trial, reason: str) -> None:
-    """Tell the study that `trial` failed, with its reason."""
+def fail(study: optuna.Study, trial: optuna.trial.Trial, kind: str, reason: str) -> None:
+    """Tell the study that `trial` failed, with its kind and reason."""
+    trial.set_user_attr(FAIL_KIND, kind)
     trial.set_user_attr(FAIL_REASON, reason)
     study.tell(trial, state=TrialState.FAIL)
 
@@ -52,11 +99,11 @@ def masked(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def open_storage(url: str, *, heartbeat_s: int, grace_s: int, max_retry: int):
+def open_storage(url: str, *, heartbeat_s: int, grace_s: int, on_stale=None):
     """An Optuna storage for `url`: sqlite/postgresql/mysql URLs or journal:<file>.
 
-    RDB storages get heartbeats, so a trial left RUNNING by a killed process is failed and its
-    parameters retried (up to `max_retry` times) by the next sweep process.
+    RDB storages get heartbeats, so a trial left RUNNING by a killed or hung process is failed
+    by the next sweep process, which then calls `on_stale(study, trial)` (the sweep's retry).
     """
     # Heartbeats and stale-trial retries are "experimental" in Optuna since 2.8; we rely on them,
     # and drive heartbeats around ask/tell ourselves, which Optuna's warning does not expect.
@@ -78,9 +125,7 @@ def open_storage(url: str, *, heartbeat_s: int, grace_s: int, max_retry: int):
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_s,
                 grace_period=grace_s,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                    max_retry=max_retry
-                ),
+                heartbeat_stale_trial_callback=on_stale,
             )
         except (ImportError, ModuleNotFoundError) as e:
             raise UserError(f"hydra.sweeper.storage={masked(url)}: driver missing ({e})") from None
@@ -92,12 +137,9 @@ def open_storage(url: str, *, heartbeat_s: int, grace_s: int, max_retry: int):
 
 def storage(sweeper: DictConfig, url: str | None = None):
     """The storage that a config's `hydra.sweeper` section names (or `url`), with the section's
-    heartbeat settings."""
+    heartbeat settings (for a job's own beats; only the sweep retries stale trials)."""
     return open_storage(
-        url or sweeper.storage,
-        heartbeat_s=sweeper.heartbeat_s,
-        grace_s=sweeper.grace_s,
-        max_retry=sweeper.max_retry,
+        url or sweeper.storage, heartbeat_s=sweeper.heartbeat_s, grace_s=sweeper.grace_s
     )
 
 

@@ -1,7 +1,14 @@
-"""The worker loop: ask the study for trials, run them through the launcher, tell the outcome."""
+"""The worker loop: ask the study for trials, run them through the launcher, tell the outcome.
+
+A trial is claimed the moment it is asked (recovery.claim). SIGTERM (scancel, a pre-empted node)
+between trials ends the loop before it asks for another; during a trial it ends the trial as
+interrupted, queued to run first next time, as Ctrl-C does. Either signal stops the loop before
+its next trial even when Python loses the exception (raised inside a garbage-collector hook).
+"""
 
 import logging
 import math
+import signal
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -9,18 +16,37 @@ from contextlib import contextmanager
 
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from cifar_sweep.errors import UserError
 from cifar_sweep.sweep import recovery
-from cifar_sweep.sweep.contract import FAIL_REASON, WARM_START, fail, trial_overrides
+from cifar_sweep.sweep.contract import (
+    CHARGED,
+    COMPLETE,
+    DIVERGED,
+    ERROR,
+    FAIL_KIND,
+    FAIL_REASON,
+    FINISHED,
+    IMPORTED,
+    INTERRUPTED,
+    JOB_BEATS,
+    LIVE,
+    NOT_RUN,
+    PRUNED,
+    RETRY_OF,
+    RUNNING,
+    WAITING,
+    classify,
+    fail,
+    job_batches,
+    trial_overrides,
+)
 
 log = logging.getLogger(__name__)
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+STOPS = (signal.SIGINT, signal.SIGTERM)
 SURPLUS = "not run: the study already had n_trials (another worker asked at the same moment)"
-INTERRUPTED = "interrupted"
-# failures that are not the trial's fault, so not charged to the failure budget
-NOT_CHARGED = {SURPLUS: "surplus", INTERRUPTED: "interrupted", recovery.DIED: "died"}
 
 
 class WorkerLoop:
@@ -39,6 +65,7 @@ class WorkerLoop:
         overrides: Callable,
         names: list[str],
         heartbeat_s: int,
+        grace_s: int,
         max_retry: int,
         worker: int = 0,
         device: str = "auto",
@@ -48,23 +75,43 @@ class WorkerLoop:
         self.failure_budget, self.names, self.heartbeat_s = failure_budget, names, heartbeat_s
         self.launch = launch  # the Hydra launcher's launch(overrides, initial_job_idx)
         self.overrides = overrides  # trials -> each trial's job overrides (suggests its params)
-        self.max_retry, self.worker, self.device = max_retry, worker, device
+        self.grace_s, self.max_retry, self.worker, self.device = grace_s, max_retry, worker, device
         self.label = label  # "worker 2: " before each progress line, when there are workers
+        self.terminated = self.in_trial = False
 
     def run(self) -> None:
+        """The loop, with SIGTERM handled as the module says (in the main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            return self._loop()
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOPS}
+        try:
+            return self._loop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self.terminated = True  # even if the exception below is lost (raised inside a GC hook)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.in_trial:  # during fit Lightning raises its own SystemExit; this covers the rest
+            raise SystemExit(128 + signum)
+
+    def _loop(self) -> None:
         study = self.study
-        reseeded = bool(study.trials)
+        reseeded = any(map(_ran, study.get_trials(deepcopy=False)))
         if reseeded:  # a rerun or a second worker: do not replay the seeded sequence
             study.sampler.reseed_rng()
-        while True:
-            if recovery.recover(study, max_retry=self.max_retry):  # this host's dead workers
+        while not self.terminated:
+            if recovery.recover(study, max_retry=self.max_retry, grace_s=self.grace_s):
                 log.info("%strials of dead workers failed and queued again", self.label)
-            optuna.storages.fail_stale_trials(study)  # other hosts' killed workers, retried
+            optuna.storages.fail_stale_trials(study)  # silent workers, retried by recovery.Retry
             n = states(study)
-            finished, running = n[TrialState.COMPLETE] + n[TrialState.PRUNED], n[TrialState.RUNNING]
-            if n[TrialState.FAIL] > self.failure_budget:
+            finished, running = sum(n[k] for k in FINISHED), n[RUNNING]
+            failed = sum(n[k] for k in CHARGED)
+            if failed > self.failure_budget:
                 raise UserError(
-                    f"{n[TrialState.FAIL]} failed trials exceed max_failure_rate x n_trials = "
+                    f"{failed} failed trials exceed max_failure_rate x n_trials = "
                     f"{self.failure_budget:g}; see the log"
                 )
             if self.grid and study.sampler.is_exhausted(study):
@@ -80,15 +127,24 @@ class WorkerLoop:
                         recovery.where(elsewhere),
                     )
                 return
-            trials = [study.ask() for _ in range(todo)]
-            for t in trials:
-                recovery.claim(t, worker=self.worker, device=self.device)
-            trials = drop_surplus(study, trials, self.n_trials)
-            if trials and not reseeded and trials[0].number != 0:  # another worker was first
+            trials = []
+            for _ in range(todo):  # each claimed at once: a kill in between is found by age
+                trials.append(study.ask())
+                recovery.claim(study, trials[-1], worker=self.worker, device=self.device)
+            if (
+                trials
+                and not reseeded
+                and any(
+                    _ran(t) and t.number < trials[0].number
+                    for t in study.get_trials(deepcopy=False)
+                )
+            ):  # another worker was first
                 study.sampler.reseed_rng()
             reseeded = True
-            if trials:
-                self._run_batch(trials)
+            trials = drop_surplus(study, trials, self.n_trials)
+            for batch in job_batches(trials):
+                self._run_batch(batch)
+        log.info("%sstopped by a signal: stopping before the next trial", self.label)
 
     def _run_batch(self, trials: list) -> None:
         name = self.study.study_name
@@ -97,13 +153,22 @@ class WorkerLoop:
             for o, t in zip(self.overrides(trials), trials, strict=True)
         ]
         try:
+            self.in_trial = True
             with self._heartbeat(trials):
+                # the job-folder rule (contract.job_batches): folders are trial numbers
                 returns = self.launch(jobs, initial_job_idx=trials[0].number)
-        except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1)
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C (Lightning: sys.exit(1)), SIGTERM
+            self.in_trial = False
             for t in trials:  # keep the interrupted points: they run first next time
-                self.study.enqueue_trial(t.params, skip_if_exists=False)
-                fail(self.study, t, INTERRUPTED)
+                frozen = self.study._storage.get_trial(t._trial_id)
+                try:
+                    recovery.requeue(self.study, frozen, max_retry=None)
+                    fail(self.study, t, INTERRUPTED, "interrupted")
+                except (UpdateFinishedTrialError, ValueError):  # already ended elsewhere
+                    pass
             raise
+        finally:
+            self.in_trial = False
         for trial, ret in zip(trials, returns, strict=True):
             tell(self.study, trial, ret)
             self._progress(trial)
@@ -113,30 +178,34 @@ class WorkerLoop:
         study = self.study
         frozen = study._storage.get_trial(trial._trial_id)
         n = states(study)
-        line = f"{self.label}trial {trial.number} ({n[TrialState.COMPLETE] + n[TrialState.PRUNED]}/"
+        line = f"{self.label}trial {trial.number} ({n[COMPLETE] + n[PRUNED]}/"
         line += f"{self.n_trials})  {frozen.state.name.lower()}"
         values = frozen.values or (
             [frozen.intermediate_values[frozen.last_step]] if frozen.last_step is not None else []
         )
         line += "".join(f"  {k}={v:.4g}" for k, v in zip(self.names, values, strict=False))
-        if len(study.directions) == 1 and n[TrialState.COMPLETE]:
+        if len(study.directions) == 1 and n[COMPLETE]:
             line += f"  best={study.best_value:.4g}"
-        line += f"  pruned={n[TrialState.PRUNED]}  failed={n[TrialState.FAIL]}"
+        line += f"  pruned={n[PRUNED]}  failed={sum(n[k] for k in CHARGED)}"
         log.info(line)
 
     @contextmanager
     def _heartbeat(self, trials: list):
-        """Beat for the launched trials while they run, so a killed sweep's trials go stale."""
+        """Beat for the launched trials until each job beats for itself (heartbeat.py), so the
+        trials of a killed sweep go stale, and those of a hung job too."""
         storage = self.study._storage  # Optuna wraps an RDBStorage in a cache: ask it, not its type
         if getattr(storage, "get_heartbeat_interval", lambda: None)() is None:  # journal files
             yield
             return
-        stop = threading.Event()
+        stop, mine = threading.Event(), {t._trial_id for t in trials}
 
         def beat() -> None:
-            while True:
-                for t in trials:
-                    storage.record_heartbeat(t._trial_id)
+            while mine:
+                for trial_id in list(mine):
+                    if storage.get_trial(trial_id).system_attrs.get(JOB_BEATS):
+                        mine.discard(trial_id)  # its job beats while it makes progress
+                    else:
+                        storage.record_heartbeat(trial_id)
                 if stop.wait(self.heartbeat_s):
                     return
 
@@ -150,62 +219,110 @@ class WorkerLoop:
 
 
 def tell(study: optuna.Study, trial, ret: JobReturn) -> None:
-    """Record the job's outcome: COMPLETE, PRUNED, or FAIL with its reason."""
+    """Record the job's outcome: COMPLETE, PRUNED, or FAIL with its kind and reason. A trial that
+    another process failed meanwhile (it judged the worker gone) keeps its result (settle_late)."""
+    state, values, kind, reason = outcome(study, ret)
     try:
-        _tell_outcome(study, trial, ret)
+        if state == TrialState.FAIL:
+            fail(study, trial, kind, reason)
+            log.warning("trial %d failed: %s", trial.number, reason)
+        else:
+            study.tell(trial, values, state=state)
     except RuntimeError as e:  # GridSampler calls study.stop() after the last grid point
-        if "Study.stop" not in str(e):
+        if isinstance(e, UpdateFinishedTrialError):
+            settle_late(study, trial, state, values)
+        elif "Study.stop" not in str(e):
             raise
+    except ValueError:  # "Cannot tell a FAIL trial": failed before this tell began
+        if not study._storage.get_trial(trial._trial_id).state.is_finished():
+            raise
+        settle_late(study, trial, state, values)
 
 
-def _tell_outcome(study: optuna.Study, trial, ret: JobReturn) -> None:
+def outcome(study: optuna.Study, ret: JobReturn):
+    """(state, values, fail kind, reason) of a job's return."""
     if ret.status == JobStatus.COMPLETED:
         value = ret.return_value
         values = list(value) if isinstance(value, list | tuple) else [value]
         try:
             values = [float(v) for v in values]
             if all(map(math.isfinite, values)) and len(values) == len(study.directions):
-                study.tell(trial, values)
-                return
+                return TrialState.COMPLETE, values, None, None
         except (TypeError, ValueError):
             pass
-        reason = f"objective {value!r} is not {len(study.directions)} finite number(s)"
-    elif isinstance(ret._return_value, optuna.TrialPruned):
-        study.tell(trial, state=TrialState.PRUNED)
+        return (
+            TrialState.FAIL,
+            None,
+            ERROR,
+            f"objective {value!r} is not {len(study.directions)} finite number(s)",
+        )
+    err = ret._return_value
+    if isinstance(err, optuna.TrialPruned):
+        return TrialState.PRUNED, None, None, None
+    reason = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+    reason = reason.splitlines()[0][:500]
+    # divergence.StopOnNonFinite's UserError is the one that opens "diverged:"
+    return TrialState.FAIL, None, DIVERGED if reason.startswith("diverged:") else ERROR, reason
+
+
+def settle_late(study: optuna.Study, trial, state: TrialState, values) -> None:
+    """A trial finished here after another process had failed it and queued its point again.
+    A finished result is kept: added as a new trial if the retry has not started (the retry
+    steps back, "not run"), else the retry's run is kept and this one dropped."""
+    storage, number = study._storage, trial.number
+    frozen = storage.get_trial(trial._trial_id)
+    if state not in (TrialState.COMPLETE, TrialState.PRUNED):
+        log.warning("trial %d ended %s, but was failed elsewhere already", number, state.name)
         return
-    else:
-        err = ret._return_value
-        reason = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
-        reason = reason.splitlines()[0][:500]
-    fail(study, trial, reason)
-    log.warning("trial %d failed: %s", trial.number, reason)
+    retries = study.get_trials(deepcopy=False)
+    retry = next((t for t in retries if t.user_attrs.get(RETRY_OF) == number), None)
+    if retry is not None and not _take(storage, retry._trial_id):
+        log.warning("trial %d finished after it was failed; its retry runs: kept", number)
+        return
+    if retry is not None:
+        storage.set_trial_user_attr(retry._trial_id, FAIL_KIND, NOT_RUN)
+        storage.set_trial_user_attr(retry._trial_id, FAIL_REASON, f"not run: {number} finished")
+        storage.set_trial_state_values(retry._trial_id, state=TrialState.FAIL)
+    attrs = {k: v for k, v in frozen.user_attrs.items() if k not in (FAIL_KIND, FAIL_REASON)}
+    added = optuna.trial.create_trial(
+        state=state,
+        values=values if state == TrialState.COMPLETE else None,
+        params=frozen.params,
+        distributions=frozen.distributions,
+        intermediate_values=frozen.intermediate_values,
+        user_attrs={**attrs, RETRY_OF: number},
+    )
+    study.add_trial(added)
+    log.warning("trial %d finished after it was failed elsewhere: its result kept", number)
+
+
+def _take(storage, trial_id: int) -> bool:
+    """Take a queued trial as ask() would (WAITING -> RUNNING, atomic), so it never starts;
+    False when it has started or ended already."""
+    try:
+        return storage.set_trial_state_values(trial_id, state=TrialState.RUNNING)
+    except UpdateFinishedTrialError:
+        return False
+
+
+def _ran(t: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial was run (or is running) by a worker, not queued or copied in."""
+    return classify(t) not in (IMPORTED, WAITING)
 
 
 def states(study: optuna.Study) -> Counter:
-    """How many of the study's trials (all workers') are in each state. Trials copied by a warm
-    start are counted apart from finished ones, and failures that are not the trial's fault
-    (surplus, interrupted, worker died) apart from failures."""
-
-    def kind(t: optuna.trial.FrozenTrial):
-        if WARM_START in t.user_attrs:
-            return "imported"
-        return NOT_CHARGED.get(t.user_attrs.get(FAIL_REASON), t.state)
-
-    return Counter(map(kind, study.get_trials(deepcopy=False)))
+    """How many of the study's trials (all workers') classify() puts in each class."""
+    return Counter(classify(t) for t in study.get_trials(deepcopy=False))
 
 
 def drop_surplus(study: optuna.Study, trials: Sequence, n_trials: int) -> list:
     """Trials that workers asked for at the same moment can overshoot n_trials: the one with the
     higher number (numbers are given out by the storage, atomically) steps back."""
-    live = [
-        t.number
-        for t in study.get_trials(deepcopy=False)
-        if t.state != TrialState.FAIL and WARM_START not in t.user_attrs  # as states() counts
-    ]
+    live = [t.number for t in study.get_trials(deepcopy=False) if classify(t) in LIVE]
     keep = []
     for t in trials:
         if sum(n < t.number for n in live) >= n_trials:
-            fail(study, t, SURPLUS)
+            fail(study, t, NOT_RUN, SURPLUS)
         else:
             keep.append(t)
     return keep

@@ -83,7 +83,7 @@ def warm_start(study: optuna.Study, spec: str | None, sweeper, dists) -> None:
     source = _source(spec, study, sweeper)
 
     def goal(s: optuna.Study) -> str:
-        names = contract.objective_names(s.user_attrs.get("objective", []))
+        names = contract.objective_names(s.user_attrs.get(contract.OBJECTIVE, []))
         return f"{names} {[d.name.lower() for d in s.directions]}"
 
     if goal(source) != goal(study):

@@ -4,9 +4,10 @@ What changes (each a measured problem of the stock sweeper): jobs get their tria
 and `optuna.TrialPruned` is recorded PRUNED; NaN, exceptions and out-of-memory are FAIL with a
 reason, within a failure budget; `n_trials` counts the study's finished trials, so a rerun or a
 second worker continues the same study; `workers` starts asynchronous worker processes pinned to
-devices (workers); trials of dead workers are failed and retried at once on this host, after
-heartbeats elsewhere (recovery); known points and earlier studies seed the study (queue);
-job folders are trial numbers; one report is written at the end.
+devices (workers); trials of dead workers are failed and retried at once where their process
+can be seen, after heartbeats elsewhere (recovery), which the jobs beat while they progress;
+known points and earlier studies seed the study (queue); job folders are trial numbers; one
+report is written at the end.
 Search-space parsing, the custom search space and trial configuration are the library's.
 """
 
@@ -26,8 +27,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from cifar_sweep import report
 from cifar_sweep.errors import UserError, exit_with
-from cifar_sweep.sweep import contract, queue, workers
-from cifar_sweep.sweep.loop import FINISHED, WorkerLoop
+from cifar_sweep.sweep import contract, queue, recovery, workers
+from cifar_sweep.sweep.loop import WorkerLoop, states
 from cifar_sweep.targets import build
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
             params,
         )
         self.sampler_cfg = sampler
-        self.heartbeat = {"heartbeat_s": heartbeat_s, "grace_s": grace_s, "max_retry": max_retry}
+        self.heartbeat = {"heartbeat_s": heartbeat_s, "grace_s": grace_s}
+        self.max_retry = max_retry
         self.workers, self.devices, self.worker = workers, devices, worker
         if OmegaConf.is_config(enqueue):
             enqueue = OmegaConf.to_container(enqueue)
@@ -103,7 +105,9 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         directions = self._get_directions()
         the_study = optuna.create_study(
             study_name=self._study_name(space, fixed, fixed_overrides, directions, sampler),
-            storage=contract.open_storage(self.storage, **self.heartbeat),
+            storage=contract.open_storage(
+                self.storage, **self.heartbeat, on_stale=recovery.Retry(self.max_retry)
+            ),
             sampler=sampler,
             pruner=contract.pruner(self.config.hydra.sweeper),
             directions=directions,
@@ -116,10 +120,10 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
             type(sampler).__name__,
             type(the_study.pruner).__name__,
             n_trials,
-            len(the_study.get_trials(states=FINISHED)),
+            sum(states(the_study)[k] for k in contract.FINISHED),
         )
         names = contract.objective_names(self.config.objective)
-        the_study.set_user_attr("objective", names)  # names the values in later reports
+        the_study.set_user_attr(contract.OBJECTIVE, names)  # names the values in later reports
         launching = self.worker is None  # not a worker started by another sweep process
         if launching:
             dists = queue.distributions(space, self.custom_search_space_extender, self.config)
@@ -140,8 +144,8 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
                     trials, space, fixed, fixed_overrides
                 ),
                 names=names,
-                heartbeat_s=self.heartbeat["heartbeat_s"],
-                max_retry=self.heartbeat["max_retry"],
+                **self.heartbeat,
+                max_retry=self.max_retry,
                 worker=self.worker or 0,
                 device=workers.pin(self.devices),
                 label="" if launching else f"worker {self.worker}: ",

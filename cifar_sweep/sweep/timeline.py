@@ -10,7 +10,7 @@ import optuna
 from matplotlib.patches import Patch
 from optuna.trial import TrialState
 
-from cifar_sweep.sweep.contract import WARM_START
+from cifar_sweep.sweep.contract import IMPORTED, OWNER, classify
 
 COLOURS = {
     TrialState.COMPLETE: "tab:blue",
@@ -20,21 +20,23 @@ COLOURS = {
 }
 
 
+def _host(t: optuna.trial.FrozenTrial) -> str:
+    return (t.user_attrs.get(OWNER) or {}).get("host", "?")
+
+
 def _row(t: optuna.trial.FrozenTrial, hosts: int) -> str:
-    worker = f"worker {t.user_attrs.get('worker', 0)}"
-    return f"{t.user_attrs.get('host', '?')} {worker}" if hosts > 1 else worker
+    worker = f"worker {(t.user_attrs.get(OWNER) or {}).get('worker', 0)}"
+    return f"{_host(t)} {worker}" if hosts > 1 else worker
 
 
 def plot(study: optuna.Study):
     """The Axes of the timeline of the study's trials that ran (not those a warm start copied)."""
     trials = [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if t.datetime_start and WARM_START not in t.user_attrs
+        t for t in study.get_trials(deepcopy=False) if t.datetime_start and classify(t) != IMPORTED
     ]
     if not trials:
         raise ValueError("no trial has started")
-    hosts = len({t.user_attrs.get("host") for t in trials})
+    hosts = len({_host(t) for t in trials})
     rows = sorted({_row(t, hosts) for t in trials})
     t0 = min(t.datetime_start for t in trials)
     fig, ax = plt.subplots(figsize=(8, 1.5 + 0.4 * len(rows)))

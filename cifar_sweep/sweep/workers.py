@@ -4,7 +4,8 @@ A worker is the same command with `workers=1`, its own index and one device: it 
 for its next trial as soon as its last one ends, with no batch barrier. Workers take the
 devices round-robin (more workers than GPUs share one) and an equal share of the CPU cores. The
 launching process waits for them all; Ctrl-C in the terminal reaches every worker (one process
-group), and each records its interrupted trial before it exits.
+group), and each records its interrupted trial before it exits. A SIGTERM sent to the launching
+process alone is passed on to the workers, which stop as loop.py says.
 """
 
 import logging
@@ -93,11 +94,20 @@ def run(config: DictConfig, workers: int, devices) -> None:
         device = ids[i % len(ids)]
         procs.append(subprocess.Popen(command(config, i, device), env=env))
         log.info("worker %d: device %s, %s CPU threads, pid %d", i, device, threads, procs[-1].pid)
+
+    def forward(signum: int, frame) -> None:  # scancel signals this process: pass it on
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
         _stop(procs)
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     failed = [f"worker {i} (exit {c})" for i, c in enumerate(codes) if c]
     if failed:
         raise UserError(f"{', '.join(failed)} stopped with an error; see its lines above")

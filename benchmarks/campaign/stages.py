@@ -1,22 +1,24 @@
 """The campaign's stages, in priority order: each measures one thing and returns its figures.
 
 A stage runs the real command line (`python -m cifar_sweep ...`) where a user would, on the
-CIFAR-10 JPEG q75 copy in data/cifar10-jpeg (the device tool unpacks it there), or, with
---smoke, on a small generated set with shrunk models. Each gets the stage budget (9 minutes on
-the GPU) and stops its sweeps when the budget runs out; what finished is recorded.
+CIFAR-10 JPEG q75 copy named by --data, or, with --smoke, on a small generated set with shrunk
+models; its run folders and studies go under --out/<stage>, the data cache under --out/cache.
+Each gets the stage budget (8 minutes on the GPU) and stops its sweeps when the budget runs
+out; what finished is recorded.
 """
 
 import json
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import optuna
-import sweep_workers
-import throughput
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks import sweep_workers
+from benchmarks.campaign import airbench as airbench_stage
+
 SMOKE_DATA = ["dataset=synthetic", "dataset.val_size=80", "trainer.accelerator=cpu"]
 SMOKE = {  # per experiment: its model shrunk and its scale cut, for the CPU
     "nas_hyperband": [
@@ -50,15 +52,15 @@ SMOKE = {  # per experiment: its model shrunk and its scale cut, for the CPU
 
 def data(c) -> list[str]:
     """The dataset (and device) overrides of every command of the campaign."""
+    quiet = ["trainer.progress_bar=false", f"dataset.cache_dir={c.out / 'cache'}"]
     if c.smoke:
-        return [*SMOKE_DATA, "trainer.progress_bar=false"]
-    root = ROOT / "data" / "cifar10-jpeg"
-    if not (root / "train").is_dir():
+        return [*SMOKE_DATA, *quiet]
+    if not (c.data / "train").is_dir():
         sys.exit(
-            f"error: {root} is missing: make data/cifar10-jpeg (the device tool's prefix "
-            "unpacks .device/cifar10-jpeg.tar.xz there)"
+            f"error: --data {c.data}: no train/ folder there; unpack the CIFAR-10 JPEG copy "
+            "(make data/cifar10-jpeg) or point --data at a train/ and test/ ImageFolder tree"
         )
-    return ["dataset=cifar10_folder", f"dataset.root={root}", "trainer.progress_bar=false"]
+    return ["dataset=cifar10_folder", f"dataset.root={c.data}", *quiet]
 
 
 def scale(c, experiment: str, *gpu: str) -> list[str]:
@@ -144,10 +146,12 @@ def gpu_tests(c, previous: dict) -> dict:
 
 def throughput_stage(c, previous: dict) -> dict:
     """ResNet-18 at full width on 45k images: runner vs bare loop, compile off then on."""
+    from benchmarks import throughput  # imports Lightning (seconds): only this stage needs it
+
     batches = (32, 64) if c.smoke else (128, 256, 512, 1024)
     model = ["model=resnet18", *(["model.width=8"] if c.smoke else [])]
     rows = list(previous.get("figures", {}).get("rows", []))  # a partial stage goes on
-    rate = throughput.matmul_tflops(throughput.device())
+    rate = throughput.matmul_tflops(throughput.train_device())
     for compiled in (False,) if c.smoke else (False, True):  # compiling on a CPU takes minutes
         for batch in batches:
             if any(r["batch"] == batch and r["compile"] == compiled for r in rows):
@@ -295,7 +299,10 @@ def workers(c, previous: dict) -> dict:
         out.mkdir(parents=True)
         if c.left() < 10:
             return {"figures": {"rows": rows}, "complete": False}
-        rows[str(n)] = sweep_workers.run(n, overrides, out, timeout=c.left())
+        try:
+            rows[str(n)] = sweep_workers.run(n, overrides, out, timeout=c.left())
+        except subprocess.TimeoutExpired:  # the stage's time ran out: keep the rows measured
+            return {"figures": {"rows": rows}, "complete": False}
     return {"figures": {"rows": rows}}
 
 
@@ -330,9 +337,7 @@ def s4_budget(c, previous: dict) -> dict:
 
 def airbench(c, previous: dict) -> dict:
     """Stretch: PyPI's airbench (0.1.8) on our tensors, beside our fast94 recipe."""
-    import campaign_airbench
-
-    return campaign_airbench.run(c, data(c), single)
+    return airbench_stage.run(c, single)
 
 
 ALL = {

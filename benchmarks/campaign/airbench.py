@@ -3,11 +3,11 @@ our `fast94` recipe through the runner; time to 94% test for each."""
 
 import os
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from cifar_sweep.config_dir import CONF
+
 SMOKE_FAST94 = [
     "model.stem=8",
     "model.widths=[8,16,16]",
@@ -30,24 +30,23 @@ def ours(c, single) -> tuple[dict, dict]:
     }
 
 
-def theirs(c, data: list[str]) -> dict:
+def theirs(c) -> dict:
     """airbench94 on our tensors: its CifarLoader reads cifar10/{train,test}.pt from the cwd."""
     if c.smoke or not torch.cuda.is_available():
         return {"note": "needs a CUDA GPU"}
     try:
         import airbench
     except ImportError:
-        return {
-            "note": "airbench is not installed: pip install airbench==0.1.8 before "
-            "device-prep, which then packs it"
-        }
+        return {"note": "airbench is not installed: pip install airbench==0.1.8"}
     from omegaconf import OmegaConf
 
     from cifar_sweep.data import sources
 
-    root = next(o.split("=", 1)[1] for o in data if o.startswith("dataset.root="))
-    cfg = OmegaConf.load(ROOT / "conf" / "dataset" / "cifar10.yaml")
-    cfg.merge_with({"source": "folder", "root": root, "image_size": None})
+    cfg = OmegaConf.load(CONF / "dataset" / "cifar10.yaml")
+    cache = str(c.out / "cache")  # the cache the other stages built (the same key)
+    cfg.merge_with(
+        {"source": "folder", "root": str(c.data), "image_size": None, "cache_dir": cache}
+    )
     splits = sources.load(cfg)
     work = c.out / "airbench" / "cifar10"
     work.mkdir(parents=True, exist_ok=True)
@@ -81,10 +80,10 @@ def _line(r: dict) -> str:
     return f"{100 * r['test_acc']:.2f}% in {r['train_s']:.1f} s"
 
 
-def run(c, data: list[str], single) -> dict:
-    """`single` runs one experiment as the other stages do (campaign_stages.single)."""
+def run(c, single) -> dict:
+    """`single` runs one experiment as the other stages do (stages.single)."""
     call, mine = ours(c, single)
-    other = theirs(c, data)
+    other = theirs(c)
     return {
         "figures": {
             "fast94": mine,

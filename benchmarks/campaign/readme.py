@@ -7,6 +7,8 @@ marker comments and is replaced whole, so the rest of the README is never touche
 import re
 from pathlib import Path
 
+from benchmarks.campaign.stages import ALL
+
 JPEG = "CIFAR-10 (JPEG q75 copy)"
 PUBLISHED = {
     "s2-nas": "72.62% val; 3 layers of 64 channels, kernels [5, 3, 5], lr 0.00113",
@@ -127,14 +129,12 @@ def throughput_table(entry: dict) -> list[str]:
 
 
 def section(device: str, source, results: dict) -> str:
-    from campaign_stages import ALL
-
     lines = [
         f"## Measured on {device}",
         "",
         f"Written by `make campaign` from `{source}`. Data: {JPEG}, 45k/5k/10k unless the "
         "study says otherwise; a trial count below the published one is the stage's budget "
-        "(9 minutes per stage).",
+        "(8 minutes per stage).",
         "",
         "| stage | what | published | ours | wall s |",
         "|---|---|---|---|---|",

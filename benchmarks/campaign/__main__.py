@@ -1,0 +1,200 @@
+"""The GPU campaign: every study and the speed, measured stage by stage, resumable.
+
+    python -m benchmarks.campaign                          # every stage not yet measured, in order
+    python -m benchmarks.campaign --stages throughput      # named stages again
+    python -m benchmarks.campaign --smoke --out /tmp/c     # every stage at toy scale, on the CPU
+    python -m benchmarks.campaign --render benchmarks/results/h100-80gb-hbm3.json   # README only
+
+Run folders, study databases and the data cache go under --out. A GPU run records each stage in
+benchmarks/results/<gpu>.json as soon as it ends (a run cut short goes on where it stopped) and
+rewrites the README section "Measured on <gpu>" from that file; --copy-to DIR also copies both
+there after every stage. A smoke run keeps its results and a README copy under --out too.
+"""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from benchmarks.campaign import readme, stages
+
+ROOT = Path(__file__).resolve().parents[2]
+# 8 minutes a GPU stage: short enough to run one stage at a time on a borrowed GPU; a stage's
+# sweeps stop when it runs out and keep what finished. A smoke stage needs 10-40 s on 2 idle
+# cores; 300 s lets it finish on a busy CPU too.
+BUDGET_S = {"gpu": 480, "smoke": 300}
+
+
+class Campaign:
+    """Where a campaign reads and writes, its scale, and a clock for each stage's budget."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.smoke = args.smoke
+        if self.smoke:
+            self.hardware, self.slug = "cpu (smoke: toy scale, not figures)", "smoke"
+        else:
+            if not torch.cuda.is_available():
+                sys.exit("error: no CUDA device; the campaign measures a GPU (--smoke: toy scale)")
+            self.hardware = torch.cuda.get_device_name()
+            self.slug = "-".join(self.hardware.lower().replace("nvidia", "").split())
+        default_out = Path("outputs", "campaign-smoke" if self.smoke else "campaign")
+        self.out = (args.out or default_out).absolute()
+        self.data = args.data.absolute()
+        self.copy_to = args.copy_to
+        # a GPU run's two products belong to the checkout (to commit); a smoke run's do not
+        products = self.out if self.smoke else ROOT
+        self.results = args.results or products / "benchmarks" / "results" / f"{self.slug}.json"
+        self.readme = args.readme or products / "README.md"
+        if not self.readme.exists():
+            self.readme.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / "README.md", self.readme)
+        self.budget_s = BUDGET_S["smoke" if self.smoke else "gpu"]
+        self.deadline = 0.0
+
+    def left(self) -> float:
+        """Seconds left of the running stage's budget."""
+        return self.deadline - time.monotonic()
+
+    def run(self, *args: str, share: float = 1.0, keep_output: bool = False) -> dict:
+        """A command from the repository root, stopped once `share` of the time left is spent;
+        its wall time, and whether the deadline stopped it (its study keeps what finished)."""
+        timeout = max(1.0, self.left() * share)
+        t0 = time.perf_counter()
+        try:
+            done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+            rc, output = done.returncode, done.stdout + done.stderr
+        except subprocess.TimeoutExpired as e:
+            rc, output = None, (e.stdout or b"").decode(errors="replace")
+        call = {
+            "command": " ".join(args[2:] if args[0] == sys.executable else args),
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "rc": rc,
+            "stopped_by_deadline": rc is None,
+        }
+        if rc not in (0, None):  # the end of what a failed command said, for the record
+            call["output_tail"] = output[-1500:]
+            print(output[-1500:], file=sys.stderr)
+        if keep_output:
+            call["output"] = output
+        return call
+
+
+def load(path: Path) -> dict:
+    """A results file's stages ({} when there is none yet); a one-line error when unreadable."""
+    if not path.exists():
+        return {}
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        sys.exit(f"error: {path}: not JSON ({e})")
+    if not isinstance(results, dict) or not all(
+        isinstance(e, dict) and "device" in e for e in results.values()
+    ):
+        sys.exit(f"error: {path}: not a campaign results file (an object of stage entries)")
+    return results
+
+
+def save(c: Campaign, results: dict) -> None:
+    """Write the results and the README section; copy both to --copy-to."""
+    c.results.parent.mkdir(parents=True, exist_ok=True)
+    c.results.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    readme.update(c.readme, c.hardware, shown(c.results), results)
+    if c.copy_to:
+        c.copy_to.mkdir(parents=True, exist_ok=True)
+        shutil.copy(c.results, c.copy_to / c.results.name)
+        shutil.copy(c.readme, c.copy_to / "README.md")
+
+
+def shown(path: Path) -> Path:
+    """A path as the README names it: from the repository root when it lies inside."""
+    path = path.absolute()
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def render(results_file: Path, readme_file: Path) -> None:
+    """Rewrite the README section from a results file, e.g. one copied back from a GPU machine."""
+    if not results_file.is_file():
+        sys.exit(f"error: --render {results_file}: no such file")
+    if not readme_file.is_file():
+        sys.exit(f"error: --readme {readme_file}: no such file")
+    results = load(results_file)
+    if not results:
+        sys.exit(f"error: --render {results_file}: no stage recorded")
+    device = next(iter(results.values()))["device"]
+    readme.update(readme_file, device, shown(results_file), results)
+    print(f"README section for {device}: {readme_file}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.campaign", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--stages", help=f"comma-separated, of: {', '.join(stages.ALL)}")
+    p.add_argument("--smoke", action="store_true", help="toy scale on the CPU")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="run folders, studies and the data cache (default: outputs/campaign, or "
+        "outputs/campaign-smoke, under the current folder)",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data/cifar10-jpeg"),
+        help="CIFAR-10 as an ImageFolder tree, train/ and test/ (default: %(default)s)",
+    )
+    p.add_argument("--results", type=Path, help="the results file (default per device)")
+    p.add_argument("--readme", type=Path, help="the README whose section is rewritten")
+    p.add_argument("--copy-to", type=Path, help="also copy the results and README here")
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="RESULTS",
+        help="only rewrite the README section from a results file (no GPU)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if args.render:
+        return render(args.render, args.readme or ROOT / "README.md")
+    named = args.stages.split(",") if args.stages else []
+    unknown = [s for s in named if s not in stages.ALL]
+    if unknown:
+        sys.exit(
+            f"error: --stages {','.join(unknown)}: no such stage; stages: {', '.join(stages.ALL)}"
+        )
+    c = Campaign(args)
+    results = load(c.results)
+    todo = named or [s for s in stages.ALL if not results.get(s, {}).get("complete")]
+    print(f"campaign on {c.hardware}: {', '.join(todo) or 'nothing left to measure'}", flush=True)
+    for name in todo:
+        c.deadline = time.monotonic() + c.budget_s
+        t0 = time.perf_counter()
+        entry = stages.ALL[name](c, results.get(name, {}))
+        entry |= {
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "device": c.hardware,
+            "torch": torch.__version__,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        entry.setdefault("complete", c.left() > 0)
+        results[name] = entry
+        save(c, results)
+        print(
+            f"{name}: {'done' if entry['complete'] else 'partial'} in {entry['wall_s']} s: "
+            f"{readme.summary(name, entry)}",
+            flush=True,
+        )
+    print(f"results: {c.results}\nREADME section: {c.readme}")
+
+
+if __name__ == "__main__":
+    main()

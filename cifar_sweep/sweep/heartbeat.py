@@ -1,0 +1,47 @@
+"""A trial's heartbeat, beaten by the job while training makes progress.
+
+The sweep process beats for a job only until the job's training starts; from then on the job
+beats from its own training and validation steps, so a job that hangs (a deadlock, a stuck data
+loader) stops beating and Optuna's stale check fails and retries it after `grace_s`. A beat is a
+storage write at most every `heartbeat_s`; between beats a step costs one clock read.
+Hand-written: Optuna's heartbeats come from a thread, which beats for a hung job forever.
+"""
+
+import time
+
+import lightning as L
+import optuna
+
+from cifar_sweep.sweep.contract import JOB_BEATS
+
+
+class Heartbeat(L.Callback):
+    """Beat `trial`'s heartbeat at most every `every_s` seconds, from the training loop."""
+
+    def __init__(self, trial: optuna.trial.Trial, every_s: float):
+        self.storage, self.trial_id, self.every_s = trial.study._storage, trial._trial_id, every_s
+        self.next = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.storage.set_trial_system_attr(self.trial_id, JOB_BEATS, True)  # the sweep stops
+        self._beat()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
+        self._beat()
+
+    def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, *args) -> None:
+        self._beat()
+
+    def _beat(self) -> None:
+        now = time.monotonic()
+        if now >= self.next:
+            self.next = now + self.every_s
+            self.storage.record_heartbeat(self.trial_id)
+
+
+def callbacks(trial: optuna.trial.Trial | None, every_s: float) -> list[L.Callback]:
+    """The job's heartbeat callback when it runs a trial of a storage with heartbeats."""
+    storage = trial.study._storage if trial is not None else None
+    if getattr(storage, "get_heartbeat_interval", lambda: None)() is None:  # journal, plain run
+        return []
+    return [Heartbeat(trial, every_s)]

@@ -1,0 +1,71 @@
+"""A run killed at any moment goes on from its last finished epoch with resume=<its folder>, and
+ends exactly where an uninterrupted run ends (trainer.deterministic=true on the CPU)."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, compose_cfg, run_cli, tiny
+
+from cifar_sweep.errors import UserError
+from cifar_sweep.train import train
+
+RUN = [
+    "model=tiny_cnn",
+    "trainer.max_epochs=4",
+    "trainer.deterministic=true",
+    "dataset.augment.flip.p=0.5",  # the augmentation generator must be restored too
+]
+
+
+def metrics(folder: Path) -> dict:
+    found = json.loads((folder / "metrics.json").read_text())
+    return {k: v for k, v in found.items() if not k.startswith("time/")}
+
+
+def kill_after_first_epoch(folder: Path, *args: str) -> None:
+    """Start the run, SIGKILL it as soon as its first epoch's checkpoint exists."""
+    cmd = [sys.executable, "-m", "cifar_sweep", *tiny([*RUN, *args, f"hydra.run.dir={folder}"])]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (folder / "checkpoints" / "last.ckpt").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before a checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (folder / "metrics.json").exists(), "killed too late: the run had finished"
+
+
+def test_a_killed_run_resumed_ends_as_an_uninterrupted_run(tmp_path: Path):
+    cache = f"dataset.cache_dir={tmp_path / 'cache'}"
+    whole = run_cli(*RUN, cache, f"hydra.run.dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    kill_after_first_epoch(tmp_path / "run", cache)
+    resumed = run_cli(*RUN, cache, f"resume={tmp_path / 'run'}")  # goes on in its own folder
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    log = (tmp_path / "run" / "__main__.log").read_text()
+    done = int(log.split("going on after epoch ")[1].split()[0])
+    assert 1 <= done < 4  # so the rerun trained only the remaining epochs
+    assert metrics(tmp_path / "run") == metrics(tmp_path / "whole")
+
+
+def test_resume_with_another_config_is_refused_naming_the_key(tmp_path: Path):
+    first = compose_cfg(*RUN, "trainer.max_epochs=1", tmp_path=tmp_path)
+    train(first, tmp_path / "run")
+    again = [*RUN, "trainer.max_epochs=1", "optimizer.lr=0.5", f"resume={tmp_path / 'run'}"]
+    other = compose_cfg(*again, tmp_path=tmp_path)
+    with pytest.raises(UserError, match=r"optimizer\.lr \(was 0\.1, now 0\.5\)"):
+        train(other, tmp_path / "run")
+
+
+def test_resume_of_a_folder_that_is_not_a_run_is_one_line(tmp_path: Path):
+    done = run_cli(*RUN, f"resume={tmp_path / 'nope'}")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: resume={tmp_path / 'nope'}: not a run folder (no .hydra/config.yaml)"
+    ]
+    assert not (tmp_path / "nope").exists()

@@ -1,0 +1,160 @@
+"""python -m cifar_sweep.retrain: the study its overrides swept (not the newest of the name), the
+config that ran saved, multi-objective studies and typos answered in one line, and Ctrl-C."""
+
+import json
+import logging
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import ROOT, sweep_cmd
+from omegaconf import OmegaConf
+
+from cifar_sweep.checks import LOGGED
+from cifar_sweep.errors import UserError
+from cifar_sweep.retrain import check_retrain, chosen_trials, find_study
+
+SHORT = ["trainer.limit_train_batches=2", "hydra.sweeper.n_trials=1"]
+
+
+def retrain_cmd(swept: Path, out: Path, *args: str) -> list[str]:
+    """The sweep's own overrides (so the same study), as `python -m cifar_sweep.retrain`."""
+    sweep_args = sweep_cmd(swept, *SHORT)[4:]
+    return [sys.executable, "-m", "cifar_sweep.retrain", *sweep_args, f"hydra.run.dir={out}", *args]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory) -> Path:
+    """A one-trial sweep, then two decoys named like it: a newer multi-objective study and one
+    that never started (each once crashed the retrain)."""
+    tmp = tmp_path_factory.mktemp("swept")
+    result = subprocess.run(sweep_cmd(tmp, *SHORT), cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    storage = f"sqlite:///{tmp / 'studies.db'}"
+    optuna.create_study(study_name="default-never", storage=storage)
+    decoy = optuna.create_study(
+        study_name="default-zzzz", storage=storage, directions=["maximize", "minimize"]
+    )
+    decoy.add_trial(optuna.trial.create_trial(params={}, distributions={}, values=[0.9, 1.0]))
+    return tmp
+
+
+def test_retrain_finds_the_swept_study_and_saves_the_config_that_ran(swept: Path):
+    [name] = [n for n in optuna.get_all_study_names(f"sqlite:///{swept / 'studies.db'}")
+              if n not in ("default-never", "default-zzzz")]  # fmt: skip
+    trial = optuna.load_study(study_name=name, storage=f"sqlite:///{swept / 'studies.db'}").trials[
+        0
+    ]
+    out = swept / "retrain"
+    result = subprocess.run(
+        retrain_cmd(swept, out, "retrain.epochs=2"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"retraining trial 0 of {name} (best)" in result.stdout
+    assert "_execution_whitelist_" not in result.stderr
+    for saved in (out / ".hydra" / "config.yaml", out / "best" / ".hydra" / "config.yaml"):
+        cfg = OmegaConf.load(saved)
+        assert cfg.optimizer.lr == trial.params["optimizer.lr"]  # not the base config's 0.1
+        assert cfg.trainer.max_epochs == 2 and cfg.dataset.val_size == 0
+    assert json.loads((out / "best" / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_logged_lists_what_a_run_logs(swept: Path):
+    """checks.LOGGED (what an objective may name) is what a trial's metrics.json holds."""
+    logged = set(json.loads((swept / "sweep" / "0" / "metrics.json").read_text()))
+    assert logged == LOGGED - {"gpu/peak_mem_gb"}  # that one only on a GPU
+
+
+def test_ctrl_c_in_a_retrain_prints_one_line_and_exits_130(swept: Path):
+    out = swept / "interrupted"
+    cmd = retrain_cmd(swept, out, "retrain.epochs=1000")
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.time() + 300
+    while not (out / "best" / "tb").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)  # the logger's folder: training is about to start
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert proc.returncode == 130, stderr[-3000:]
+    assert lines == [f"interrupted: the retrain stopped; {out} holds the runs written so far"]
+    assert "Traceback" not in stdout + stderr
+
+
+def sweeper(storage: str):
+    return OmegaConf.create({"storage": storage, "heartbeat_s": 60, "grace_s": 180, "max_retry": 1})
+
+
+def test_a_mistyped_study_gets_did_you_mean(swept: Path):
+    with pytest.raises(UserError, match=r"retrain.study=default-zzzy: no such study in .*; did "):
+        find_study(sweeper(f"sqlite:///{swept / 'studies.db'}"), "default-zzzy", "default", [])
+
+
+def test_no_swept_study_and_several_of_the_name_asks_for_one(tmp_path: Path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    for name in ("default-a", "default-b"):
+        optuna.create_study(study_name=name, storage=storage)
+    from hydra import initialize_config_dir
+
+    with (
+        initialize_config_dir(str(ROOT / "conf")),
+        pytest.raises(
+            UserError, match=r"retrain.study: these overrides sweep study default-\w+, which is not"
+        ),
+    ):
+        find_study(sweeper(storage), None, "default", ["dataset=synthetic"])
+
+
+def retrain_cfg(**kw):
+    return OmegaConf.create({"trial": None, "per": None, **kw})
+
+
+def test_a_multi_objective_study_asks_for_a_trial_of_its_front():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for values in ([0.9, 2.0], [0.8, 1.0], [0.7, 3.0]):
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, values=values))
+    with pytest.raises(UserError, match=r"retrain.trial=N \(0: \[0.9, 2.0\]; 1: \[0.8, 1.0\]\)"):
+        chosen_trials(study, retrain_cfg())
+    assert chosen_trials(study, retrain_cfg(trial=1))["trial1"].number == 1
+    with pytest.raises(UserError, match=r"retrain.trial=7: not a completed trial"):
+        chosen_trials(study, retrain_cfg(trial=7))
+
+
+def test_per_model_names_a_model_without_trials(caplog):
+    study = optuna.create_study(direction="maximize")
+    dist = {"model": optuna.distributions.CategoricalDistribution(["seq_cnn", "two_branch_cnn"])}
+    study.add_trial(
+        optuna.trial.create_trial(params={"model": "seq_cnn"}, distributions=dist, value=0.5)
+    )
+    with caplog.at_level(logging.WARNING):
+        assert list(chosen_trials(study, retrain_cfg(per="model"))) == ["seq_cnn"]
+    assert "model=two_branch_cnn has no completed trial; not retrained" in caplog.text
+    with pytest.raises(
+        UserError, match=r"retrain.per=modell: not a parameter .*did you mean model"
+    ):
+        chosen_trials(study, retrain_cfg(per="modell"))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("epochs", 0, "retrain.epochs=0 must be an integer >= 1"),
+        ("epochs", 2.5, "retrain.epochs=2.5 must be an integer >= 1"),
+        ("trial", -1, "retrain.trial=-1 must be null or a trial number"),
+        ("merge_val", "yes", "retrain.merge_val=yes must be true or false"),
+    ],
+)
+def test_the_retrain_keys_are_named_as_themselves(key, value, expected):
+    retrain = OmegaConf.create({"epochs": 30, "trial": None, "merge_val": True, key: value})
+    with pytest.raises(UserError, match=re.escape(expected)):
+        check_retrain(retrain)
