@@ -34,3 +34,16 @@ def test_a_study_without_finished_trials_still_gets_its_report(tmp_path: Path):
     assert plots._top_params(study) == ["a", "b", "c"]  # no importances: the first by name
     report.write(study, tmp_path, plots=True)
     assert (tmp_path / "optimization_results.yaml").exists()
+
+
+def test_the_timeline_has_one_row_per_worker_and_one_bar_per_trial():
+    from cifar_sweep.sweep import timeline
+    from cifar_sweep.sweep.contract import OWNER
+
+    study = optuna.create_study()
+    for worker in (0, 1, 1):
+        owner = {"host": "node1", "worker": worker, "pid": 1, "device": "cpu"}
+        study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={OWNER: owner}))
+    ax = timeline.plot(study)
+    assert [label.get_text() for label in ax.get_yticklabels()] == ["worker 0", "worker 1"]
+    assert len(ax.patches) == 3

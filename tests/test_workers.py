@@ -30,7 +30,6 @@ def test_two_workers_pinned_to_two_devices_run_the_study_asynchronously(tmp_path
         "hydra.sweeper.n_trials=4",
         "trainer.max_epochs=3",
         "sweeper=random",
-        "hydra.sweeper.plots=true",  # the workers' timeline
     )
     s = study(tmp_path)
     assert states(s) == {"COMPLETE": 4} and distinct_params(s.trials) == 4
@@ -43,7 +42,7 @@ def test_two_workers_pinned_to_two_devices_run_the_study_asynchronously(tmp_path
     a, b = by_worker[0][0], by_worker[1][0]  # the workers' first trials ran at the same time
     assert a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
     assert "worker 1: trial" in result.stdout + result.stderr  # the progress line names it
-    assert (tmp_path / "sweep" / "plots" / "timeline.png").stat().st_size > 1000
+    # its timeline's one row per worker: test_report.py, on a study made there
     assert result.stdout.count("best params") == 1  # one report, by the launching process
 
 
