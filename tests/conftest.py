@@ -1,12 +1,21 @@
+import contextlib
+import io
+import logging
+import os
 import subprocess
 import sys
 import tarfile
 import time
 from pathlib import Path
 
-import optuna
-import pytest
-from hydra import compose, initialize_config_dir
+# One CPU thread per process (the sweeps' own processes inherit it): the tiny models here gain
+# nothing from a second, and on a busy 2-core machine two threads' spin-waits made a 1-epoch run
+# 10x slower (11 s against 1.1 s, measured). A value already set is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import optuna  # noqa: E402
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 JPEG_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.xz"
@@ -54,29 +63,91 @@ def jpeg_subset(tmp_path_factory) -> Path:
     return root
 
 
-# Sweeps through `python -m cifar_sweep -m`, each in its own sqlite study under tmp_path.
+# Sweeps, each in its own sqlite study under tmp_path: in this process (the same Hydra entry as
+# `python -m cifar_sweep -m`, without its 5-7 s of imports), but through the command line with
+# workers, as a worker is the command line started again.
 
 
-def sweep_cmd(tmp_path: Path, *args: str, storage: str | None = None) -> list[str]:
-    """The sweep command with a study, sweep folder and cache under tmp_path; `args` come last,
-    so they can change any of these (Hydra keeps an override's last value)."""
+def sweep_overrides(tmp_path: Path, *args: str, storage: str | None = None) -> list[str]:
+    """The sweep's overrides with a study, sweep folder and cache under tmp_path and no PNG plots
+    (a test of the plots asks for them); `args` come last, so they can change any of these (Hydra
+    keeps an override's last value)."""
     storage = storage or f"sqlite:///{tmp_path / 'studies.db'}"
     own = [
         f"hydra.sweeper.storage={storage}",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
         f"dataset.cache_dir={tmp_path / 'cache'}",
         "trainer.max_epochs=1",
+        "hydra.sweeper.plots=false",
     ]
-    return [sys.executable, "-m", "cifar_sweep", "-m", *tiny([*own, *args])]
+    return tiny([*own, *args])
+
+
+def sweep_cmd(tmp_path: Path, *args: str, storage: str | None = None) -> list[str]:
+    """The sweep as a user types it: python -m cifar_sweep -m <overrides>."""
+    overrides = sweep_overrides(tmp_path, *args, storage=storage)
+    return [sys.executable, "-m", "cifar_sweep", "-m", *overrides]
 
 
 def sweep(tmp_path: Path, *args: str, ok: bool = True, **kw) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        sweep_cmd(tmp_path, *args, **kw), cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
+    """Run a sweep; its exit status, what it printed and logged (stdout) and its errors."""
+    workers = [a.split("=", 1)[1] for a in args if a.startswith("hydra.sweeper.workers=")]
+    if workers[-1:] not in ([], ["1"]):
+        result = subprocess.run(
+            sweep_cmd(tmp_path, *args, **kw), cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
+    else:
+        result = sweep_in_process(sweep_overrides(tmp_path, *args, **kw))
     if ok:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+def sweep_in_process(overrides: list[str]) -> subprocess.CompletedProcess:
+    """`python -m cifar_sweep -m <overrides>` in this process."""
+    from cifar_sweep.__main__ import run
+
+    return in_process(run, [*overrides, "hydra.mode=MULTIRUN"], multirun=True)  # as -m adds it
+
+
+def in_process(command, overrides: list[str], *, multirun: bool = False):
+    """A `@hydra.main` command (cifar_sweep's run, retrain's) in this process: the same configs,
+    callbacks, sweeper, launcher and task function as on the command line, and the same one-line
+    errors. Hydra's log lines and prints come back as stdout, the error line as stderr."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from cifar_sweep.errors import one_line_errors
+
+    out, err = io.StringIO(), io.StringIO()
+    root, env = logging.getLogger(), dict(os.environ)
+    handlers, level = root.handlers[:], root.level
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), one_line_errors():
+            with initialize_config_dir(str(ROOT / "conf"), job_name="cifar_sweep"):
+                hydra = GlobalHydra.instance().hydra
+                task = command.__wrapped__  # the function under its @hydra.main
+                if multirun:
+                    hydra.multirun(config_name="config", task_function=task, overrides=overrides)
+                else:
+                    job = hydra.run(config_name="config", task_function=task, overrides=overrides)
+                    _ = job.return_value  # raises what the job raised, as Hydra's main does
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:  # Hydra configured logging for the command: give pytest its handlers back
+        for handler in set(root.handlers) - set(handlers):
+            handler.close()  # the job's log file
+        root.handlers[:], root.level = handlers, level
+        os.environ.clear()
+        os.environ.update(env)
+    return subprocess.CompletedProcess(overrides, code, out.getvalue(), err.getvalue())
+
+
+def run_in_process(*args: str) -> subprocess.CompletedProcess:
+    """run_cli's `python -m cifar_sweep` with TINY overrides, in this process."""
+    from cifar_sweep.__main__ import run
+
+    return in_process(run, tiny(args))
 
 
 def study(tmp_path: Path, storage: str | None = None) -> optuna.Study:

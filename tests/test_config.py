@@ -82,10 +82,29 @@ def test_scheduler_options_build(option, warmup):
 
 
 @pytest.mark.parametrize("option", options("dataset"))
-def test_dataset_options_compose(option, tmp_path: Path):
-    cfg = compose_cfg(f"dataset={option}", f"dataset.root={tmp_path}")
-    assert cfg.dataset.source in {"cifar10", "folder", "tiny_imagenet", "synthetic"}
-    assert cfg.dataset.val_size >= 0 and cfg.dataset.batch_size > 0
+def test_dataset_options_pass_the_checks_and_read_their_source(option, tmp_path: Path):
+    """Every key an option sets is one its source reads (the checks refuse any other, as it would
+    be silently ignored) and every value is valid; the folder options on a small tree."""
+    from PIL import Image
+
+    from cifar_sweep.checks import check
+    from cifar_sweep.data import sources
+
+    for split, cls in [(s, c) for s in ("train", "test") for c in ("a", "b")]:
+        (tmp_path / "tree" / split / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(
+                tmp_path / "tree" / split / cls / f"{i}.png"
+            )
+    folder = compose_cfg(f"dataset={option}").dataset.source == "folder"
+    extra = [f"dataset.root={tmp_path / 'tree'}", "dataset.val_size=2"] if folder else []
+    cfg = compose_cfg(f"dataset={option}", *extra, tmp_path=tmp_path)
+    check(cfg)
+    if folder or cfg.dataset.source == "synthetic":  # the others need a download
+        data = sources.load(cfg.dataset)
+        classes = cfg.dataset.get("num_classes", 2)
+        side = cfg.dataset.get("image_size") or 8
+        assert len(data.classes) == classes and data.train_x.shape[1:] == (3, side, side)
 
 
 def test_trainer_keys_are_lightning_trainer_arguments(tmp_path: Path):

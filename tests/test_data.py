@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_cfg, run_cli
+from conftest import compose_cfg, run_in_process
 from PIL import Image
 
 from cifar_sweep.data import sources
@@ -41,7 +41,7 @@ def folder_cfg(root: Path, tmp_path: Path, *overrides: str):
 
 def test_own_grayscale_tree_trains_with_only_its_root(tmp_path: Path):
     tree = banded_tree(tmp_path / "tree", per_class=100, test_per_class=10)
-    result = run_cli(
+    result = run_in_process(
         "dataset=image_folder",
         f"dataset.root={tree}",
         "trainer.max_epochs=4",
@@ -137,6 +137,11 @@ def test_cache_is_reused_and_rebuilt_when_an_image_is_edited_or_added(tmp_path: 
     Image.new("L", (28, 28), 0).save(tree / "train" / "class1" / "new.png")
     assert len(sources.load(cfg).train_x) == 13
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 3
+    # only its modification time changed (same name, same size): a fourth
+    mtime = edited.stat().st_mtime_ns + 10**9
+    os.utime(edited, ns=(mtime, mtime))
+    sources.load(cfg)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 4
 
 
 def test_truncated_cache_is_rebuilt_with_a_warning(tmp_path: Path, caplog):

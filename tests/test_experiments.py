@@ -1,6 +1,7 @@
 """The five studies' experiment configs, the Tiny ImageNet layout, retraining and evaluation."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +10,16 @@ import optuna
 import pytest
 import torch
 import yaml
-from conftest import ROOT, compose_cfg
+from conftest import ROOT, compose_cfg, in_process
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from torchvision.io import write_jpeg
 
+from cifar_sweep import retrain
+from cifar_sweep.checks import check
+from cifar_sweep.classifier import Classifier
 from cifar_sweep.data import sources
+from cifar_sweep.models.norms import DetachedBatchNorm2d
 from cifar_sweep.targets import build
 from cifar_sweep.train import train
 
@@ -74,7 +81,33 @@ def chance(cfg) -> float:
     return 1 / (3 if cfg.dataset.source == "tiny_imagenet" else cfg.dataset.num_classes)
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+def recipe(name: str) -> dict:
+    """The experiment's composed config as flat `key: value` pairs, its model not yet shrunk."""
+
+    def flat(node, prefix=""):
+        for k, v in node.items():
+            yield from flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", v)]
+
+    return dict(flat(OmegaConf.to_container(compose_cfg(f"+experiment={name}"))))
+
+
+# An experiment whose recipe is another's but for the values its study sweeps trains nothing the
+# other does not: it is trained once, as that one (the test below keeps this list honest).
+SAME_RECIPE = {"resnet18_scheduler": "resnet18_lr", "resnet18_weight_decay": "resnet18_lr"}
+SWEPT = ("name", "optimizer.lr", "optimizer.weight_decay", "scheduler.")
+# Published to fail (BatchNorm without its statistics' gradients): it has its own test below.
+FAILING = "resnet18_detached_bn"
+LEARNS = [n for n in EXPERIMENTS if n not in SAME_RECIPE and n != FAILING]
+
+
+def test_experiments_trained_once_differ_only_in_swept_values():
+    for name, same in SAME_RECIPE.items():
+        a, b = recipe(name), recipe(same)
+        differ = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+        assert all(k.startswith(SWEPT) for k in differ), f"{name} vs {same}: {differ}"
+
+
+@pytest.mark.parametrize("name", LEARNS)
 def test_experiment_learns_the_small_set(name: str, tmp_path: Path):
     # batch 32: a few steps per epoch on 320 images; the rest of the recipe as configured
     overrides = [
@@ -88,6 +121,48 @@ def test_experiment_learns_the_small_set(name: str, tmp_path: Path):
     assert metrics["epochs"] == 4
     # 100 test images of 4 classes (9 of 3 for Tiny ImageNet): 0.15 above chance is beyond noise
     assert metrics["test/acc"] > chance(cfg) + 0.15, metrics["test/acc"]
+
+
+def test_detached_batchnorm_recipe_swaps_every_norm_and_its_run_is_recorded(tmp_path: Path):
+    """The study expects this recipe to train badly, not to crash: every BatchNorm of the model
+    is the detached one, and the run ends with finite metrics (not as "diverged")."""
+    cfg = compose_cfg(*experiment_overrides(FAILING, tmp_path), "trainer.max_epochs=2")
+    model = build(cfg.model, num_classes=4, in_channels=3)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(isinstance(m, DetachedBatchNorm2d) for m in norms)
+    metrics = train(cfg, tmp_path / "run")
+    assert metrics["epochs"] == 2
+    assert all(math.isfinite(metrics[k]) for k in ("train/loss", "val/acc_best", "test/acc"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_passes_the_checks_and_builds_its_model_and_schedule(name: str):
+    """The cheap half of a run for every study, including those not trained above: its values
+    pass the checks, its model classifies its images, its optimizer and schedule step."""
+    with initialize_config_dir(str(ROOT / "conf")):  # as published, but for the model's width
+        cfg = compose("config", overrides=[f"+experiment={name}"])
+        small = SMALL[cfg.model._target_.rsplit(".", 1)[-1]]
+        cfg = compose("config", overrides=[f"+experiment={name}", *small])
+    check(cfg)
+    classes, side = (200, 64) if cfg.dataset.source == "tiny_imagenet" else (10, 32)
+    model = build(cfg.model, num_classes=classes, in_channels=3)
+    logits = model(torch.zeros(2, 3, side, side))
+    assert logits.shape == (2, classes)
+    module = Classifier(
+        model=model,
+        optimizer=build(cfg.optimizer),
+        scheduler=build(cfg.scheduler.fn),
+        scheduler_monitor=cfg.scheduler.monitor,
+        warmup_epochs=cfg.scheduler.warmup_epochs,
+        num_classes=classes,
+        label_smoothing=cfg.trainer.label_smoothing,
+    )
+    conf = module.configure_optimizers()
+    optimizer, scheduler = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert optimizer.defaults["lr"] == cfg.optimizer.lr
+    logits.logsumexp(1).sum().backward()
+    optimizer.step()
+    scheduler.step(1.0) if cfg.scheduler.monitor else scheduler.step()
 
 
 def test_every_experiment_is_named_documented_and_has_a_quick_run():
@@ -142,20 +217,6 @@ def test_tiny_imagenet_without_the_layout_names_what_is_missing(tmp_path: Path):
         sources.load(cfg.dataset)
 
 
-@pytest.mark.parametrize(
-    ("model", "shape", "classes"),
-    [
-        ("seq_cnn", 32, 10),
-        ("two_branch_cnn", 32, 10),
-        ("resnet_dense", 32, 10),
-        ("tiny_cnn", 64, 200),
-    ],
-)
-def test_study_models_output_shape(model: str, shape: int, classes: int):
-    net = build(compose_cfg(f"model={model}").model, num_classes=classes, in_channels=3)
-    assert net(torch.zeros(2, 3, shape, shape)).shape == (2, classes)
-
-
 def test_retrain_reads_the_best_params_and_writes_a_comparison(tmp_path: Path):
     storage = f"sqlite:///{tmp_path / 's.db'}"
     study = optuna.create_study(
@@ -172,23 +233,15 @@ def test_retrain_reads_the_best_params_and_writes_a_comparison(tmp_path: Path):
         params = {"model": model, "model.filters": filters}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=value))
     out = tmp_path / "retrain"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cifar_sweep.retrain",
-            *experiment_overrides("seq_vs_branch_random", tmp_path),
-            "trainer.accelerator=cpu",
-            "trainer.progress_bar=false",
-            f"hydra.sweeper.storage={storage}",
-            "retrain.epochs=2",
-            f"hydra.run.dir={out}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    overrides = [
+        *experiment_overrides("seq_vs_branch_random", tmp_path),
+        "trainer.accelerator=cpu",
+        "trainer.progress_bar=false",
+        f"hydra.sweeper.storage={storage}",
+        "retrain.epochs=2",
+        f"hydra.run.dir={out}",
+    ]
+    result = in_process(retrain.run, overrides)  # python -m cifar_sweep.retrain <overrides>
     assert result.returncode == 0, result.stderr[-3000:]
     assert {p.name for p in out.glob("[!.]*") if p.is_dir()} == {"seq_cnn", "two_branch_cnn"}
     best = [("seq_cnn", "SeqCNN", 16), ("two_branch_cnn", "TwoBranchCNN", 32)]  # per model

@@ -4,9 +4,11 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
-from pathlib import Path
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
 
 import optuna
+import pytest
 from conftest import ROOT, tiny
 
 
@@ -16,6 +18,26 @@ def tracked(*patterns: str) -> list[str]:
     return subprocess.run(files, cwd=ROOT, capture_output=True, text=True).stdout.split()
 
 
+def test_every_module_and_config_is_declared_for_the_wheel():
+    """The cheap half of the wheel test below: setuptools ships only the packages listed in
+    pyproject.toml and the configs its globs match, so a new subpackage or a deeper config
+    folder would be missing from an installed copy."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    modules = tracked("cifar_sweep/*.py", "hydra_plugins/*.py")
+    assert modules and {str(PurePosixPath(m).parent).replace("/", ".") for m in modules} <= set(
+        config["packages"]
+    )
+    assert config["package-dir"] == {"cifar_sweep.conf": "conf"}
+    globs = [PurePosixPath(g) for g in config["package-data"]["cifar_sweep.conf"]]
+    for name in tracked("conf/*.yaml"):
+        file = PurePosixPath(name).relative_to("conf")
+        assert any(len(g.parts) == len(file.parts) and fnmatch(str(file), str(g)) for g in globs), (
+            f"{name} is not in the wheel: add its folder's glob to package-data"
+        )
+
+
+@pytest.mark.slow  # builds and installs a wheel, then a sweep: the declarations above by default
 def test_wheel_installed_elsewhere_composes_and_runs_a_sweep_from_another_folder(tmp_path: Path):
     # build from a copy of the tracked files, so the checkout gets no build/ folder
     src = tmp_path / "src"

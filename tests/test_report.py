@@ -5,6 +5,7 @@ from pathlib import Path
 import optuna
 
 from cifar_sweep import report
+from cifar_sweep.sweep import plots
 from cifar_sweep.sweep.contract import OBJECTIVE
 
 
@@ -18,7 +19,7 @@ def test_contour_pairs_the_three_most_important_of_six_parameters(tmp_path: Path
         return -abs(lr - 0.1) * 10 + width / 64 + 0.001 * sum(noise)
 
     study.optimize(objective, n_trials=30)
-    top = report._top_params(study)
+    top = plots._top_params(study)
     assert len(top) == 3 and {"lr", "width"} <= set(top)
     files = report.write(study, tmp_path, plots=True)
     assert tmp_path / "plots" / "contour.png" in files
@@ -30,6 +31,19 @@ def test_a_study_without_finished_trials_still_gets_its_report(tmp_path: Path):
         trial = study.ask()
         [trial.suggest_float(n, 0, 1) for n in "abcde"]
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    assert report._top_params(study) == ["a", "b", "c"]  # no importances: the first by name
+    assert plots._top_params(study) == ["a", "b", "c"]  # no importances: the first by name
     report.write(study, tmp_path, plots=True)
     assert (tmp_path / "optimization_results.yaml").exists()
+
+
+def test_the_timeline_has_one_row_per_worker_and_one_bar_per_trial():
+    from cifar_sweep.sweep import timeline
+    from cifar_sweep.sweep.contract import OWNER
+
+    study = optuna.create_study()
+    for worker in (0, 1, 1):
+        owner = {"host": "node1", "worker": worker, "pid": 1, "device": "cpu"}
+        study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={OWNER: owner}))
+    ax = timeline.plot(study)
+    assert [label.get_text() for label in ax.get_yticklabels()] == ["worker 0", "worker 1"]
+    assert len(ax.patches) == 3

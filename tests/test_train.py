@@ -2,13 +2,12 @@
 
 import json
 import math
-import os
 import re
 import statistics
 from pathlib import Path
 
 import pytest
-from conftest import compose_cfg, run_cli
+from conftest import compose_cfg, run_in_process
 from omegaconf import OmegaConf
 
 from cifar_sweep.data import sources
@@ -81,17 +80,12 @@ def test_jpeg_folder_trains_and_its_cache_is_reused(jpeg_subset: Path, tmp_path:
     assert metrics["epochs"] == 1 and 0 <= metrics["test/acc"] <= 1
     [cache] = (tmp_path / "cache").glob("*.pt")
     stamp = cache.stat().st_mtime_ns
-    data = sources.load(cfg.dataset)
+    data = sources.load(cfg.dataset)  # as the next run loads it
     assert data.train_x.shape == (200, 3, 32, 32) and data.test_x.shape == (50, 3, 32, 32)
     assert data.classes[0] == "airplane" and data.classes[-1] == "truck"
-    train(cfg, tmp_path / "run2")
     assert cache.stat().st_mtime_ns == stamp  # loaded, not rebuilt
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
-    # a changed source file makes a new cache
-    some = next((jpeg_subset / "train" / "cat").iterdir())
-    os.utime(some, ns=(stamp, stamp + 10**9))
-    sources.load(cfg.dataset)
-    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+    # a changed file makes a new cache: test_data.py's edited and added images, on the same tree
 
 
 def test_k_fold_objective_is_the_mean_over_folds(tmp_path: Path):
@@ -135,7 +129,7 @@ def test_a_learning_rate_that_blows_the_loss_up_ends_the_run_as_diverged(tmp_pat
 
 
 def test_a_diverged_single_run_exits_non_zero_with_one_line(tmp_path: Path):
-    result = run_cli(
+    result = run_in_process(
         "optimizer.lr=1e6",
         f"hydra.run.dir={tmp_path / 'run'}",
         f"dataset.cache_dir={tmp_path / 'cache'}",

@@ -28,10 +28,10 @@ def studies(tmp_path: Path) -> dict[str, optuna.Study]:
 
 def test_queued_points_run_first_and_a_warm_start_copies_without_retraining(tmp_path: Path):
     point = "hydra.sweeper.enqueue=[{optimizer.lr: 0.01}]"
-    sweep(tmp_path, point, "hydra.sweeper.n_trials=2", "repeats=2", "name=first")
-    sweep(tmp_path, point, "hydra.sweeper.n_trials=2", "repeats=2", "name=first")  # a rerun
+    sweep(tmp_path, point, "hydra.sweeper.n_trials=1", "repeats=2", "name=first")
+    sweep(tmp_path, point, "hydra.sweeper.n_trials=1", "repeats=2", "name=first")  # a rerun
     [first] = studies(tmp_path).values()
-    assert states(first) == {"COMPLETE": 2}  # the rerun queued the point again not
+    assert states(first) == {"COMPLETE": 1}  # the rerun queued the point again not
     assert first.trials[0].params["optimizer.lr"] == 0.01
     for t in first.trials:  # each trial is the mean of seeds 0 and 1, its spread recorded
         assert t.user_attrs[SEEDS] == [0, 1] and t.user_attrs[OBJECTIVE_STD] >= 0

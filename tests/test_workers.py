@@ -42,7 +42,7 @@ def test_two_workers_pinned_to_two_devices_run_the_study_asynchronously(tmp_path
     a, b = by_worker[0][0], by_worker[1][0]  # the workers' first trials ran at the same time
     assert a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
     assert "worker 1: trial" in result.stdout + result.stderr  # the progress line names it
-    assert (tmp_path / "sweep" / "plots" / "timeline.png").stat().st_size > 1000
+    # its timeline's one row per worker: test_report.py, on a study made there
     assert result.stdout.count("best params") == 1  # one report, by the launching process
 
 
@@ -73,11 +73,50 @@ def test_ctrl_c_stops_every_worker_and_queues_their_trials_first(tmp_path: Path)
     assert sorted(t.system_attrs["fixed_params"]["optimizer.lr"] for t in queued) == sorted(
         t.params["optimizer.lr"] for t in stopped
     )
-    sweep(tmp_path, *args)
+    sweep(tmp_path, *args, "hydra.sweeper.workers=1")  # the rerun: one process is enough
     s = study(tmp_path)
     assert states(s) == {"COMPLETE": 4, "FAIL": 2}  # interrupted trials spend no failure budget
     for t in queued:  # the queued points ran first, with the same parameters
         assert s.trials[t.number].state == TrialState.COMPLETE
+
+
+def test_failed_trials_keep_their_reason_until_the_failure_budget_stops_the_loop():
+    """The loop's plumbing with a launcher that runs nothing: a job that raised, or returned a
+    NaN, is FAIL with a one-line reason and the loop goes on; one failure past the budget stops
+    it with a message naming max_failure_rate."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from cifar_sweep.errors import UserError
+    from cifar_sweep.sweep.contract import FAIL_REASON
+    from cifar_sweep.sweep.loop import WorkerLoop
+
+    outcomes = iter(  # trial by trial: what its job gives back
+        [
+            JobReturn(status=JobStatus.FAILED, _return_value=UserError("model.norm='bogus'\n…")),
+            JobReturn(status=JobStatus.COMPLETED, _return_value=0.5),
+            JobReturn(status=JobStatus.COMPLETED, _return_value=float("nan")),
+        ]
+    )
+    s = optuna.create_study(direction="maximize")
+    loop = WorkerLoop(
+        study=s,
+        n_trials=5,
+        n_jobs=1,
+        grid=False,
+        failure_budget=1,
+        launch=lambda jobs, initial_job_idx: [next(outcomes) for _ in jobs],
+        overrides=lambda trials: [[f"x={t.suggest_float('x', 0, 1)}"] for t in trials],
+        names=["val/acc_best"],
+        heartbeat_s=60,
+        grace_s=180,
+        max_retry=1,
+    )
+    with pytest.raises(UserError, match=r"2 failed trials exceed max_failure_rate x n_trials = 1"):
+        loop.run()
+    assert [t.state for t in s.trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL]
+    reasons = [s.trials[i].user_attrs[FAIL_REASON] for i in (0, 2)]
+    assert reasons == ["model.norm='bogus'", "objective nan is not 1 finite number(s)"]
+    assert s.best_value == 0.5
 
 
 def start(tmp_path: Path, *args: str) -> subprocess.Popen:
