@@ -39,6 +39,7 @@ def submit(
 ) -> str:
     """sbatch the shipped script from tmp_path (outputs land there); return the array job id."""
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    env.pop("OMP_NUM_THREADS", None)  # the task's threads come from SLURM, as for a user
     cmd = ["sbatch", "--parsable", f"--array={array}", f"--chdir={tmp_path}", *extra]
     cmd += [*(["--wait"] if wait else []), str(SCRIPT), *TINY, "model=tiny_cnn", *args]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
