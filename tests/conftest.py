@@ -2,9 +2,12 @@ import contextlib
 import io
 import logging
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -179,3 +182,46 @@ def wait_for(tmp_path: Path, done: int, running: int = 1, timeout: float = 300) 
         if got.get("COMPLETE", 0) >= done and got.get("RUNNING", 0) == running:
             return
     raise AssertionError(f"the sweep never reached {running} running trial(s)")
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server (Debian's package) on a free port, or a skip saying why."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bins:
+        pytest.skip("PostgreSQL server not installed (Debian package postgresql)")
+    pytest.importorskip("psycopg", reason="psycopg not installed (pip install -e '.[postgres]')")
+    bindir = bins[-1].parent
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    home = Path(tempfile.mkdtemp(prefix="cifar-sweep-pg-"))  # pytest's tmp is private to root
+    data, sock = home / "pgdata", home / "pgsock"
+    sock.mkdir()
+    if as_user:
+        shutil.chown(home, "postgres")
+        shutil.chown(sock, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def run(*cmd):  # noqa: E306
+        return subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)
+
+    server = ["-h", sock, "-p", str(port), "-U", "postgres"]
+    log_file = home / "pg.log"
+    options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"
+    auth = ["-A", "trust", "--auth-host=scram-sha-256", "-U", "postgres"]
+    steps = [
+        [bindir / "initdb", "-D", data, *auth],
+        [bindir / "pg_ctl", "-D", data, "-w", "-l", log_file, "-o", options, "start"],
+        [bindir / "psql", *server, "-c", "CREATE USER sweep PASSWORD 'sweep-secret'"],
+        [bindir / "createdb", *server, "-O", "sweep", "studies"],
+    ]
+    try:
+        for cmd in steps:
+            result = run(*map(str, cmd))
+            if result.returncode != 0:
+                pytest.skip(f"PostgreSQL did not start: {cmd[0].name}: {result.stderr[:200]}")
+        yield f"postgresql://sweep:sweep-secret@127.0.0.1:{port}/studies"
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(home, ignore_errors=True)

@@ -54,9 +54,25 @@ def the_study(tmp_path: Path) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def test_an_array_of_workers_shares_one_study_one_folder_and_one_report(tmp_path: Path):
-    job = submit(tmp_path, "hydra.sweeper.n_trials=4", "trainer.max_epochs=1", array="0-2")
-    study = the_study(tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request, tmp_path: Path, monkeypatch) -> tuple[str, str]:
+    """(the URL the tasks are given, the URL to read the study): the sweep's default sqlite
+    file, or the PostgreSQL server with its password in the environment, as across nodes."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'outputs' / 'studies.db'}"
+        return "hydra.sweeper.storage=sqlite:///outputs/studies.db", url
+    url = request.getfixturevalue("postgres")
+    monkeypatch.setenv("CIFAR_SWEEP_DB_PASSWORD", "sweep-secret")  # the tasks inherit it
+    given = url.replace("sweep-secret", "${oc.env:CIFAR_SWEEP_DB_PASSWORD}")
+    return f"hydra.sweeper.storage={given}", url
+
+
+def test_an_array_of_workers_shares_one_study_one_folder_and_one_report(tmp_path, storage):
+    given, url = storage
+    args = ["hydra.sweeper.n_trials=4", "trainer.max_epochs=1", given]
+    job = submit(tmp_path, *args, array="0-2")
+    [name] = optuna.get_all_study_names(url)
+    study = optuna.load_study(study_name=name, storage=url)
     finished = [t for t in study.trials if contract.classify(t) in contract.FINISHED]
     assert len(finished) == 4
     assert len({tuple(sorted(t.params.items())) for t in finished}) == 4
