@@ -1,7 +1,7 @@
 """What only a GPU shows: mixed precision, torch.compile inside Lightning, CUDA generators, the
 evaluation on the device, sweeps and shared GPUs, and steps that never wait for the host.
 
-Run with `pytest -m gpu` (or `make campaign STAGES=gpu-tests` on a lent device); without CUDA
+Run with `pytest -m gpu` (or `make campaign STAGES=gpu-tests` on a GPU machine); without CUDA
 every test here is skipped, saying why.
 """
 
