@@ -3,6 +3,7 @@ import io
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +44,22 @@ def compose_cfg(*overrides: str, tmp_path: Path | None = None):
     extra = [f"dataset.cache_dir={tmp_path / 'cache'}"] if tmp_path else []
     with initialize_config_dir(str(ROOT / "conf")):
         return compose("config", overrides=tiny([*extra, *overrides]))
+
+
+def ctrl_c_once_training(cmd: list[str], ready: Path) -> subprocess.CompletedProcess:
+    """Run `cmd`, press Ctrl-C once `ready` (the logger's folder) shows training about to start,
+    and return how it ended; stderr without blank lines. A new session, so SIGINT reaches the
+    process as Ctrl-C would (a background job of a non-interactive shell ignores it)."""
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, **pipes)
+    deadline = time.time() + 300
+    while not ready.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    stderr = "\n".join(line for line in stderr.splitlines() if line.strip())
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def run_cli(*args: str, cwd: Path = ROOT, small: bool = True) -> subprocess.CompletedProcess:

@@ -10,10 +10,8 @@ real command line, as does Ctrl-C.
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from conftest import ROOT, tiny
+from conftest import ROOT, ctrl_c_once_training, tiny
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
@@ -385,21 +383,12 @@ def test_hydra_full_error_still_shows_the_whole_traceback(i: int, results: dict)
 def test_ctrl_c_in_a_run_prints_one_line_and_exits_130(tmp_path: Path):
     out = tmp_path / "run"
     cmd = [*command(["trainer.max_epochs=500"], tmp_path), f"hydra.run.dir={out}"]
-    # a new session: SIGINT reaches the process as Ctrl-C would, not ignored as in a background job
-    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    deadline = time.time() + 300
-    while not (out / "tb").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)  # the logger's folder: training is about to start
-    time.sleep(1)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=300)
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert proc.returncode == 130, stderr[-3000:]
-    assert lines == [
+    done = ctrl_c_once_training(cmd, out / "tb")
+    assert done.returncode == 130, done.stderr[-3000:]
+    assert done.stderr.splitlines() == [
         f"interrupted: the run stopped before it finished; {out} holds what it wrote so far"
     ]
-    assert "Traceback" not in stdout + stderr
+    assert "Traceback" not in done.stdout
     assert not (out / "metrics.json").exists()
 
 

@@ -4,15 +4,13 @@ config that ran saved, multi-objective studies and typos answered in one line, a
 import json
 import logging
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT, sweep_cmd
+from conftest import ROOT, ctrl_c_once_training, sweep_cmd
 from omegaconf import OmegaConf
 
 from cifar_sweep.checks import LOGGED
@@ -77,18 +75,12 @@ def test_logged_lists_what_a_run_logs(swept: Path):
 def test_ctrl_c_in_a_retrain_prints_one_line_and_exits_130(swept: Path):
     out = swept / "interrupted"
     cmd = retrain_cmd(swept, out, "retrain.epochs=1000")
-    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    deadline = time.time() + 300
-    while not (out / "best" / "tb").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)  # the logger's folder: training is about to start
-    time.sleep(1)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=300)
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert proc.returncode == 130, stderr[-3000:]
-    assert lines == [f"interrupted: the retrain stopped; {out} holds the runs written so far"]
-    assert "Traceback" not in stdout + stderr
+    done = ctrl_c_once_training(cmd, out / "best" / "tb")
+    assert done.returncode == 130, done.stderr[-3000:]
+    assert done.stderr.splitlines() == [
+        f"interrupted: the retrain stopped; {out} holds the runs written so far"
+    ]
+    assert "Traceback" not in done.stdout
 
 
 def sweeper(storage: str):
