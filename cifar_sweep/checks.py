@@ -156,10 +156,30 @@ def check_sweep(cfg: DictConfig) -> None:
     if not is_number(rate) or not 0 <= rate <= 1:
         raise UserError(f"hydra.sweeper.max_failure_rate={rate} must be a number in [0, 1]")
     _storage(OmegaConf.to_container(sweeper, resolve=False).get("storage"), cfg.hydra.sweep.dir)
+    _one_device_per_trial(cfg.trainer.devices)
     _pruner(cfg)
     _space(cfg)
     check_objective(cfg)
     check(cfg)
+
+
+def several_devices(devices) -> bool:
+    """Whether trainer.devices asks for more than one device (a DDP run)."""
+    return (
+        (is_int(devices) and devices not in (0, 1))  # -1: every device
+        or (OmegaConf.is_list(devices) and len(devices) > 1)
+        or (isinstance(devices, str) and ("," in devices.strip(", ") or devices == "-1"))
+    )
+
+
+def _one_device_per_trial(devices) -> None:
+    """A trial trains on one device: Lightning starts ranks > 0 by running the command line
+    again, which in a sweep would start a second sweep."""
+    if several_devices(devices):
+        raise UserError(
+            f"trainer.devices={devices}: a sweep trains each trial on one device; to use "
+            "several, run one trial on each: hydra.sweeper.workers=N hydra.sweeper.devices=[0,1,..]"
+        )
 
 
 def check_objective(cfg: DictConfig) -> None:
@@ -221,6 +241,11 @@ def _numbers(cfg: DictConfig) -> None:
     if repeats > 1 and folds:
         raise UserError(
             f"repeats={repeats} with dataset.folds={folds}: choose one (seeds or folds)"
+        )
+    if (repeats > 1 or folds) and several_devices(cfg.trainer.devices):
+        raise UserError(  # Lightning would start the other ranks again for each run
+            f"trainer.devices={cfg.trainer.devices}: repeats and dataset.folds run one training "
+            "after another in one process, which several devices cannot; use trainer.devices=1"
         )
 
 

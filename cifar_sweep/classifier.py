@@ -5,7 +5,7 @@ import lightning as L
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LinearLR, SequentialLR
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from cifar_sweep.errors import UserError
@@ -67,6 +67,10 @@ class Classifier(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # evaluation losses as metrics: on N devices each is the mean over the whole split (a
+        # per-rank mean, synced, would weigh a shorter shard's images more)
+        self.val_loss = MeanMetric(nan_strategy="disable")  # a NaN loss must show: diverged
+        self.test_loss = MeanMetric(nan_strategy="disable")
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # in checkpoints: a resumed run knows its best
 
@@ -78,7 +82,8 @@ class Classifier(L.LightningModule):
         logits = self(x)
         loss = self.loss(logits, y)
         self.train_acc.update(logits, y)  # the epoch value only: no per-batch compute
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        # synced: every rank's divergence check and plateau schedule sees the same number
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         self._images += len(y)
         return loss
@@ -95,8 +100,9 @@ class Classifier(L.LightningModule):
             self._epoch_s = time.perf_counter() - self._t0
 
     def on_train_epoch_end(self) -> None:
-        self.log("time/epoch_s", self._epoch_s)
-        self.log("time/images_per_s", self._images / self._epoch_s)
+        # on N devices: the slowest rank's time, and the images of all ranks together
+        self.log("time/epoch_s", self._epoch_s, sync_dist=True, reduce_fx="max")
+        self.log("time/images_per_s", self._images / self._epoch_s, sync_dist=True, reduce_fx="sum")
 
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of an evaluation batch. A compiled model compiles one graph for every batch
@@ -108,7 +114,8 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self.evaluate(x)
         self.val_acc.update(logits, y)
-        self.log("val/loss", self.loss(logits, y), on_step=False, on_epoch=True, prog_bar=True)
+        self.val_loss.update(self.loss(logits, y), weight=len(y))
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
         acc = self.val_acc.compute()
@@ -120,8 +127,9 @@ class Classifier(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         x, y = batch
         logits = self.evaluate(x)
-        self.test_acc(logits, y)
-        self.log("test/loss", self.loss(logits, y), on_step=False, on_epoch=True)
+        self.test_acc.update(logits, y)
+        self.test_loss.update(self.loss(logits, y), weight=len(y))
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
 
     def predict_step(self, batch, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -70,14 +70,21 @@ class StopOnDivergence(L.Callback):
         self.total += loss.float()
         steps = batch_idx + 1
         if steps == trainer.num_training_batches:
-            self._raise_if("train/loss", self.total.item() / steps, trainer)  # epoch end: wait
+            self._raise_if("train/loss", self._mean(trainer, steps), trainer)  # epoch end: wait
         elif steps % EVERY == 0:
-            if self.copied is None:  # CPU: nothing to overlap
+            if trainer.world_size > 1:  # every rank looks at the same step: all stop together
+                self._raise_if("train/loss", self._mean(trainer, steps), trainer)
+            elif self.copied is None:  # CPU: nothing to overlap
                 self._raise_if("train/loss", self.total.item() / steps, trainer)
             elif self.copied.query():  # the last copy has landed: read it, start the next one
                 self._raise_if("train/loss", self.seen.item(), trainer)
                 self.seen.copy_(self.total / steps, non_blocking=True)
                 self.copied.record()
+
+    def _mean(self, trainer: L.Trainer, steps: int) -> float:
+        """The mean training loss so far, over every rank: a rank that raised alone would leave
+        the others waiting for it at their next gradient exchange."""
+        return float(trainer.strategy.reduce(self.total / steps, reduce_op="mean"))
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         loss = trainer.callback_metrics.get("val/loss")

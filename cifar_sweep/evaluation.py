@@ -23,7 +23,14 @@ def predict(trainer, module, batches) -> tuple[torch.Tensor, torch.Tensor]:
     inference mode and (compiled) graph that `trainer.test` used, so no second compile and no
     fp32 numbers beside bf16 ones."""
     out = trainer.predict(module, dataloaders=batches)
-    return torch.cat([p for p, _ in out]), torch.cat([y for _, y in out])
+    probs, labels = torch.cat([p for p, _ in out]), torch.cat([y for _, y in out])
+    if trainer.world_size == 1:
+        return probs, labels
+    # on N devices each rank predicted its shard; shards differ by an image, which all_gather
+    # of tensors cannot take
+    shards = [None] * trainer.world_size
+    torch.distributed.all_gather_object(shards, (probs, labels))
+    return torch.cat([p for p, _ in shards]), torch.cat([y for _, y in shards])
 
 
 def report(probs: torch.Tensor, labels: torch.Tensor, classes: list[str], metrics: dict) -> dict:

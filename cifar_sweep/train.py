@@ -203,6 +203,7 @@ def _train(
     trainer.fit(module, datamodule=data, ckpt_path=resume.checkpoint(cfg))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best = trainer.checkpoint_callback.best_model_path
+    trainer.strategy.barrier()  # on N devices: rank 0 has renamed the best checkpoint into place
     trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False)
     tested = trainer.callback_metrics.items()
     metrics.update({k: float(v) for k, v in tested if k.startswith("test/")})
@@ -221,9 +222,11 @@ def _train(
         metrics["gpu/peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
     if evaluate:  # the tested weights, under the same precision and inference mode as the test
         probs, labels = evaluation.predict(trainer, module, data.test_dataloader())
-        evaluation.write(
-            evaluation.report(probs, labels, data.classes, metrics), data.classes, out_dir
-        )
+        if trainer.is_global_zero:
+            report = evaluation.report(probs, labels, data.classes, metrics)
+            evaluation.write(report, data.classes, out_dir)
+    if not trainer.is_global_zero:  # on N devices rank 0 writes and logs; the metrics are synced
+        return metrics
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     log.info("metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
     return metrics

@@ -51,12 +51,17 @@ class DeviceBatches:
         self.generator = torch.Generator(device=device or x.device).manual_seed(seed)
 
     def __len__(self) -> int:
-        per_rank = len(self.x) / self.world_size
-        return (
-            int(per_rank // self.batch_size)
-            if self.drop_last
-            else math.ceil(per_rank / self.batch_size)
-        )
+        per_rank = self._per_rank()
+        if self.drop_last:
+            return per_rank // self.batch_size
+        return math.ceil(per_rank / self.batch_size)
+
+    def _per_rank(self) -> int:
+        """This rank's images an epoch. Training: every rank the same number (a shard one short
+        repeats an image), as DDP needs the same steps on every rank; evaluation: each image
+        once, so a shard may be one shorter, and its batch count too."""
+        n, size = len(self.x), self.world_size
+        return math.ceil(n / size) if self.shuffle else len(range(self.rank, n, size))
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n, on = len(self.x), self.generator.device
@@ -64,6 +69,8 @@ class DeviceBatches:
             order = torch.randperm(n, device=on, generator=self.generator)
         else:
             order = torch.arange(n, device=on)
+        if self.shuffle and n % self.world_size:  # pad to equal shards, as DistributedSampler
+            order = torch.cat([order, order[: self.world_size - n % self.world_size]])
         order = order[self.rank :: self.world_size].to(self.x.device)  # host: one copy an epoch
         for i in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[i : i + self.batch_size]

@@ -159,8 +159,9 @@ def storage(sweeper: DictConfig, url: str | None = None):
 
 
 def pruner(sweeper: DictConfig) -> optuna.pruners.BasePruner:
-    """The pruner that `hydra.sweeper.pruner` configures (Optuna's default when none is)."""
-    return build(sweeper.pruner) if sweeper.pruner else optuna.pruners.MedianPruner()
+    """The pruner that `hydra.sweeper.pruner` configures; null means no pruning (Optuna's own
+    default for no pruner would be a MedianPruner)."""
+    return build(sweeper.pruner) if sweeper.pruner else optuna.pruners.NopPruner()
 
 
 def load_study(sweeper: DictConfig, name: str) -> optuna.Study:

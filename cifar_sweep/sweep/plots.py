@@ -43,12 +43,18 @@ def draw(study: optuna.Study, out: Path, names: list[str]) -> list[Path]:
     todo["timeline"] = timeline.plot
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # "unique value length" chatter
+    # a grid's values reach matplotlib as strings: its "Using categorical units" note is an INFO
+    # log line (no warning), printed once per axis
+    category = logging.getLogger("matplotlib.category")
+    category_level = category.level
+    category.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # experimental-API and few-trials notes, not errors
             return [path for name, plot in todo.items() if (path := _plot(study, name, plot, out))]
     finally:
         optuna.logging.set_verbosity(verbosity)
+        category.setLevel(category_level)
 
 
 def _top_params(study: optuna.Study) -> list[str]:

@@ -58,13 +58,31 @@ def pin(devices) -> str:
             "set hydra.sweeper.workers to use several"
         )
     device = ids[0]
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = given()
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     else:  # an index among the devices this process was given
-        ids = visible.split(",") if visible else None
-        os.environ["CUDA_VISIBLE_DEVICES"] = ids[int(device)] if ids else device
+        check_given([device])
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible[int(device)] if visible else device
     return device
+
+
+def given() -> list[str] | None:
+    """The devices CUDA_VISIBLE_DEVICES gives this process; None when it does not say."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return visible.split(",") if visible else None
+
+
+def check_given(ids: list[str]) -> None:
+    """Each index names one of the devices CUDA_VISIBLE_DEVICES gives this process."""
+    visible = given()
+    for d in ids:
+        if visible and d != "cpu" and int(d) >= len(visible):
+            raise UserError(
+                f"hydra.sweeper.devices: {d} is not a device here: indices count the "
+                f"{len(visible)} device(s) of CUDA_VISIBLE_DEVICES={','.join(visible)}, "
+                f"so use 0 to {len(visible) - 1}"
+            )
 
 
 def started_by_a_sweep() -> bool:
@@ -90,6 +108,7 @@ def command(config: DictConfig, worker: int, device: str) -> list[str]:
 def run(config: DictConfig, workers: int, devices) -> None:
     """Start `workers` worker processes and wait for them all."""
     ids = device_ids(devices)
+    check_given(ids)  # before any worker starts
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     threads = str(max(1, (cores or 1) // workers))  # each worker's share of the cores
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, PARENT: "1"}

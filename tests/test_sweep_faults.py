@@ -1,0 +1,41 @@
+"""Small faults of a sweep, each as a user meets it on the command line."""
+
+import os
+import subprocess
+from pathlib import Path
+
+from conftest import ROOT, study, sweep, sweep_cmd
+
+TINY_MODEL = ("model=tiny_cnn", "model.channels=[8]", "model.hidden=16")
+
+
+def test_a_sweep_with_two_devices_per_trial_is_refused_in_one_line(tmp_path: Path):
+    result = sweep(tmp_path, "trainer.devices=2", ok=False)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: trainer.devices=2") and "Traceback" not in result.stderr
+    assert "hydra.sweeper.workers" in lines[-1] and "hydra.sweeper.devices" in lines[-1]
+    assert not (tmp_path / "studies.db").exists()  # refused before the study was opened
+
+
+def test_a_worker_device_outside_cuda_visible_devices_is_refused_in_one_line(tmp_path: Path):
+    args = ("hydra.sweeper.workers=2", "hydra.sweeper.devices=[0,1]", *TINY_MODEL)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0"}  # one device given; index 1 is not one
+    result = subprocess.run(
+        sweep_cmd(tmp_path, *args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "hydra.sweeper.devices: 1 is not a device here" in result.stderr.splitlines()[-1]
+    assert not study(tmp_path).trials  # no worker started
+
+
+def test_pruner_null_means_no_pruning(tmp_path: Path):
+    result = sweep(tmp_path, "hydra.sweeper.pruner=null", "hydra.sweeper.n_trials=1", *TINY_MODEL)
+    assert ", NopPruner, " in result.stdout  # the study's header line
+    assert ", MedianPruner, " not in result.stdout
+
+
+def test_a_grid_sweep_ends_without_matplotlib_notes(tmp_path: Path):
+    result = sweep(tmp_path, "model.hidden=16,32", "model=tiny_cnn", "model.channels=[8]")
+    assert "categorical units" not in result.stdout + result.stderr
+    assert (tmp_path / "sweep" / "plots" / "slice.png").stat().st_size > 1000  # still drawn
