@@ -99,6 +99,7 @@ def test_the_last_check_fails_a_nan_test_loss_in_a_repeated_run_without_validati
         "trainer.max_loss=1e6",  # its training loss, about 6e4, stays under this limit
         "dataset.val_size=0",
         "repeats=2",
+        "objective=test/acc",  # nothing validates, so the run returns its test accuracy
     )
     result = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode != 0
