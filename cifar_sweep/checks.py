@@ -1,14 +1,12 @@
 """Checks of config values that would otherwise fail deep inside torch, or silently do nothing.
 
 Values first, with no torch import, so the command line rejects a bad one at once (the objective's
-name, a sweep's storage, pruner and every value its space can draw); then a listing of an image
-tree; last the `_target_` arguments, augmentation ops and accelerator, which import torch.
+name among them); then a listing of an image tree; last the `_target_` arguments, augmentation ops
+and accelerator, which import torch. A sweep's own checks are cifar_sweep/sweep/checks.py.
 """
 
 import inspect
 import os
-import re
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -16,7 +14,6 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep.config_dir import CONF
 from cifar_sweep.data import tree
 from cifar_sweep.errors import UserError, did_you_mean
 
@@ -92,16 +89,7 @@ VALUES = {
     "trainer.channels_last": ("auto, true or false", lambda v: v == "auto" or isinstance(v, bool)),
     "trainer.precision": (f"one of {', '.join(PRECISIONS)}", lambda v: str(v) in PRECISIONS),
 }
-SWEEPER_VALUES = {
-    "heartbeat_s": ("an integer > 0 (seconds)", lambda v: is_int(v) and v > 0),
-    "grace_s": ("an integer > 0 (seconds)", lambda v: is_int(v) and v > 0),
-    "max_retry": ("an integer >= 0", lambda v: is_int(v) and v >= 0),
-    "workers": ("an integer >= 1", lambda v: is_int(v) and v >= 1),
-    "plots": ("true or false", lambda v: isinstance(v, bool)),
-}
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu")
-DATABASES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
-STORAGE_FORMS = "sqlite:///FILE, postgresql://USER@HOST/DB, mysql://USER@HOST/DB or journal:FILE"
 
 
 def is_int(value) -> bool:
@@ -130,10 +118,9 @@ def unwritable(folder: Path) -> Path | None:
 
 def check(cfg: DictConfig) -> None:
     """Raise a UserError naming the first key whose value cannot work."""
-    _numbers(cfg)
+    check_values(cfg)
     _scheduler(cfg)
     _dataset(cfg.dataset)
-    _augment(cfg.dataset.augment)
     for key, passed in PASSED.items():
         _arguments(key, OmegaConf.select(cfg, key), passed)
     from cifar_sweep.data.augment import build_augment
@@ -142,25 +129,11 @@ def check(cfg: DictConfig) -> None:
     _accelerator(cfg.trainer)
 
 
-def check_sweep(cfg: DictConfig) -> None:
-    """The checks of a sweep (-m), before its study is opened: hydra.sweeper's values, then every
-    value that would fail each trial the same way."""
-    sweeper = cfg.hydra.sweeper
-    for key in ("n_trials", "n_jobs"):
-        if not is_int(sweeper[key]) or sweeper[key] < 1:
-            raise UserError(f"hydra.sweeper.{key}={sweeper[key]} must be an integer >= 1")
-    for key, (rule, ok) in SWEEPER_VALUES.items():
-        if key in sweeper and not ok(sweeper[key]):
-            raise UserError(f"hydra.sweeper.{key}={sweeper[key]} must be {rule}")
-    rate = sweeper.max_failure_rate
-    if not is_number(rate) or not 0 <= rate <= 1:
-        raise UserError(f"hydra.sweeper.max_failure_rate={rate} must be a number in [0, 1]")
-    _storage(OmegaConf.to_container(sweeper, resolve=False).get("storage"), cfg.hydra.sweep.dir)
-    _one_device_per_trial(cfg.trainer.devices)
-    _pruner(cfg)
-    _space(cfg)
-    check_objective(cfg)
-    check(cfg)
+def check_values(cfg: DictConfig) -> None:
+    """The values each key alone decides (numbers, ranges, augmentation parameters): no import,
+    no file read, so a sweep checks every value its space can draw with them."""
+    _numbers(cfg)
+    _augment(cfg.dataset.augment)
 
 
 def several_devices(devices) -> bool:
@@ -170,16 +143,6 @@ def several_devices(devices) -> bool:
         or (OmegaConf.is_list(devices) and len(devices) > 1)
         or (isinstance(devices, str) and ("," in devices.strip(", ") or devices == "-1"))
     )
-
-
-def _one_device_per_trial(devices) -> None:
-    """A trial trains on one device: Lightning starts ranks > 0 by running the command line
-    again, which in a sweep would start a second sweep."""
-    if several_devices(devices):
-        raise UserError(
-            f"trainer.devices={devices}: a sweep trains each trial on one device; to use "
-            "several, run one trial on each: hydra.sweeper.workers=N hydra.sweeper.devices=[0,1,..]"
-        )
 
 
 def check_objective(cfg: DictConfig) -> None:
@@ -364,163 +327,6 @@ def _arguments(key: str, node: DictConfig, passed: set[str]) -> None:
                 f"{key}.{name}: {node._target_} takes no such argument"
                 f"{did_you_mean(name, accepted)} (arguments: {', '.join(sorted(accepted))})"
             )
-
-
-def _pruner(cfg: DictConfig) -> None:
-    """One direction per objective; and no pruner on a multi-objective study (Optuna cannot
-    prune one, and the header would name a pruner that never acts)."""
-    direction = cfg.hydra.sweeper.direction
-    directions = [direction] if isinstance(direction, str) else list(direction)
-    objectives = [cfg.objective] if isinstance(cfg.objective, str) else list(cfg.objective)
-    if len(directions) != len(objectives):
-        raise UserError(
-            f"hydra.sweeper.direction={directions} gives {len(directions)} direction(s) for "
-            f"{len(objectives)} objective(s) (objective={objectives})"
-        )
-    target = OmegaConf.select(cfg, "hydra.sweeper.pruner._target_", default=None)
-    if len(directions) > 1 and target not in (None, "optuna.pruners.NopPruner"):
-        option = OmegaConf.select(cfg, "hydra.runtime.choices.pruner", default=None) or target
-        raise UserError(
-            f"pruner={option}: a multi-objective study ({len(directions)} objectives) cannot "
-            "prune; use pruner=none"
-        )
-
-
-def _space(cfg: DictConfig) -> None:
-    """Every search-space bound in order, before a trial asks for it: the search_space group's
-    and the command line's sweep values."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    params = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False).get("params") or {}
-    lines = [f"{k}={v}" for k, v in params.items()]
-    lines += list(OmegaConf.select(cfg, "hydra.overrides.task", default=None) or [])
-    parser = OverridesParser.create()
-    for line in lines:
-        try:
-            [override] = parser.parse_overrides([line])
-        except Exception:
-            continue  # Hydra has named what does not parse
-        if not override.is_sweep_override():
-            continue
-        key = override.get_key_element().lstrip("+~")
-        for value in _sweep_values(key, override.value()):
-            _swept_value(cfg, key, value)
-
-
-def _sweep_values(key: str, sweep) -> list:
-    """A sweep's extreme values (every value of a choice); refuses an empty or reversed one."""
-    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
-
-    if isinstance(sweep, IntervalSweep):
-        if sweep.start > sweep.end:
-            raise UserError(
-                f"{key}=interval({sweep.start}, {sweep.end}): the low bound comes first, "
-                f"interval({sweep.end}, {sweep.start})"
-            )
-        if "log" in sweep.tags and sweep.start <= 0:
-            raise UserError(f"{key}: a log-scale interval needs a low bound > 0")
-        return [sweep.start, sweep.end]
-    if isinstance(sweep, RangeSweep):
-        values = [] if sweep.step == 0 else list(sweep.range())
-        if not values:
-            raise UserError(
-                f"{key}=range({sweep.start}, {sweep.stop}, {sweep.step}) holds no value"
-            )
-        return [values[0], values[-1]]
-    if isinstance(sweep, ChoiceSweep):
-        if not sweep.list:
-            raise UserError(f"{key}=choice(): name at least one value")
-        return [v for v in sweep.list if isinstance(v, str | int | float | bool)]
-    return []
-
-
-def _swept_value(cfg: DictConfig, key: str, value) -> None:
-    """One value a trial may get: an option of its group, or a value the checks accept (else
-    every trial that draws it fails the same way)."""
-    import copy
-
-    group = CONF / key
-    if key in (OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {}):
-        options = sorted(p.stem for p in group.glob("*.yaml"))
-        if group.is_dir() and str(value) not in options:
-            raise UserError(
-                f"{key}={value}: no such option{did_you_mean(value, options)} "
-                f"(options: {', '.join(options)}; a value of the sweep over {key})"
-            )
-        return
-    if OmegaConf.select(cfg, key, default=None) is None:
-        return  # a key the search space adds (per-layer sizes), or one set to null
-    trial = copy.deepcopy(cfg)
-    OmegaConf.set_readonly(trial, False)
-    OmegaConf.update(trial, key, value, force_add=True)
-    try:
-        _numbers(trial)
-        _augment(trial.dataset.augment)
-    except UserError as e:
-        raise UserError(f"{e} (a value of the sweep over {key})") from None
-
-
-def _storage(url, sweep_dir: str = "") -> None:
-    """A storage URL that Optuna can open: refused before a minute of connection retries."""
-    if not isinstance(url, str) or not url or url.startswith("journal:"):
-        return
-    if "${" not in url and re.search(r"://[^:/@]*:[^@/]+@", url):
-        raise UserError(
-            "hydra.sweeper.storage holds a literal password, which Hydra would save under "
-            "outputs/; write it as postgresql://user:${oc.env:PGPASSWORD}@host/db"
-        )
-    scheme = url.partition("://")[0] if "://" in url else ""
-    database = scheme.split("+")[0]
-    if database not in DATABASES:
-        named = f"unknown database {database!r}" if database else "not a storage URL"
-        raise UserError(
-            f"hydra.sweeper.storage={url}: {named}{did_you_mean(database, DATABASES)} "
-            f"(use {STORAGE_FORMS})"
-        )
-    if database == "sqlite" and not url.startswith(f"{scheme}:///"):
-        raise UserError(
-            f"hydra.sweeper.storage={url}: a sqlite URL has three slashes before a relative "
-            "path (sqlite:///outputs/studies.db) and four before an absolute one"
-        )
-    if database == "sqlite" and "${" not in url:
-        _sqlite_folder(url, Path(sweep_dir))
-    _server_answers(url)
-
-
-def _sqlite_folder(url: str, sweep_dir: Path) -> None:
-    """The database's folder exists, or is one the sweep creates anyway (outputs/ by default):
-    a typo in the path would otherwise make a folder and an empty study there."""
-    path = url.partition(":///")[2].partition("?")[0]
-    if not path or path == ":memory:":
-        return
-    folder = Path(path).absolute().parent
-    if folder.is_dir() or folder in Path(sweep_dir).absolute().parents:
-        return
-    raise UserError(
-        f"hydra.sweeper.storage={url}: the folder {folder} does not exist (create it first; "
-        "only the sweep's own outputs/ folder is made for you)"
-    )
-
-
-def _server_answers(url: str) -> None:
-    """A database server that answers at the URL's host and port (Optuna's own connection
-    retries would take several seconds to say the same)."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        parsed = make_url(url)
-    except Exception:
-        return  # Optuna names what is wrong with it
-    port = parsed.port or {"postgresql": 5432, "mysql": 3306}.get(parsed.get_backend_name())
-    if not parsed.host or not port or "${" in parsed.host:
-        return  # a local socket, or a host named by an interpolation
-    try:
-        socket.create_connection((parsed.host, port), timeout=5).close()
-    except OSError as e:
-        raise UserError(
-            f"hydra.sweeper.storage={url}: no database server answers at "
-            f"{parsed.host}:{port} ({e.strerror or e})"
-        ) from None
 
 
 class CheckOutputDir(Callback):

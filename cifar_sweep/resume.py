@@ -47,8 +47,13 @@ class EveryEpoch(AtomicCheckpoint):
 
 
 def _comparable(cfg: DictConfig) -> dict:
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    return {k: v for k, v in plain.items() if k not in FREE_KEYS}
+    """The run's config, resolved, without the keys a resumed run may change (never resolving
+    those: hydra's own may refer to values that exist only inside a Hydra job)."""
+    return {
+        key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        for key, value in cfg.items()
+        if key not in FREE_KEYS
+    }
 
 
 def _first_difference(saved, now, prefix: str = "") -> str | None:

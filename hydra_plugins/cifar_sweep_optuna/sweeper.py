@@ -18,7 +18,7 @@ class CifarOptunaSweeper(Sweeper):
         self.fields = fields
 
     def setup(self, *, hydra_context, task_function, config) -> None:
-        from cifar_sweep.checks import check_sweep
+        from cifar_sweep.sweep.checks import check_sweep
 
         check_sweep(config)  # a bad value is answered before the study's heavy imports
         from cifar_sweep.sweep.setup import CifarOptunaSweeperImpl
