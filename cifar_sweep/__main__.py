@@ -20,6 +20,20 @@ warnings.filterwarnings(
     message=r"hydra\.utils\.instantiate\(\) resolved _target_='(cifar_sweep|hydra_plugins)\.",
 )
 
+# Lightning doubts a OneCycleLR stepped per epoch; scheduler.interval=epoch is a deliberate choice.
+warnings.filterwarnings("ignore", message=r"A `OneCycleLR` scheduler is using 'interval': 'epoch'")
+
+
+class NoCudaHomeNotice(logging.Filter):
+    """torch.compile on a CPU imports cpp_extension, which notices a CUDA toolkit without a GPU:
+    nothing a CPU run can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No CUDA runtime is found")
+
+
+logging.getLogger("torch.utils.cpp_extension").addFilter(NoCudaHomeNotice())
+
 
 @hydra.main(config_path=str(CONF), config_name="config")
 def run(cfg: DictConfig) -> float | list[float]:
@@ -41,10 +55,13 @@ def checked_run(cfg: DictConfig, hc, out_dir: Path) -> float | list[float]:
         callbacks = pruning_callbacks(cfg, trial)
         single = hc.mode == RunMode.RUN  # a final run gets the evaluation report; trials do not
         beats = heartbeat_callbacks(trial, hc.sweeper)
-        metrics = fit(cfg, out_dir, [*callbacks, *beats], evaluate=single)
+        test = single or cfg.test_in_trials
+        metrics = fit(cfg, out_dir, [*callbacks, *beats], evaluate=single, test=test)
         for callback in callbacks:
             callback.raise_if_pruned()
         value = objective(metrics, cfg.objective)
+        if single:
+            log.info(announce(metrics, cfg, out_dir))
         if trial is not None and cfg.repeats > 1:
             from cifar_sweep.repeats import seeds
             from cifar_sweep.sweep.contract import OBJECTIVE_STD, SEEDS, objective_names
@@ -59,7 +76,7 @@ def checked_run(cfg: DictConfig, hc, out_dir: Path) -> float | list[float]:
         exit_with(e, log)
 
 
-def fit(cfg: DictConfig, out_dir: Path, callbacks: list, *, evaluate: bool) -> dict:
+def fit(cfg: DictConfig, out_dir: Path, callbacks: list, *, evaluate: bool, test: bool) -> dict:
     """One training run, or one per seed (`repeats`), or one per fold (`dataset.folds`)."""
     from cifar_sweep.crossval import cross_validate
     from cifar_sweep.repeats import repeat
@@ -67,12 +84,30 @@ def fit(cfg: DictConfig, out_dir: Path, callbacks: list, *, evaluate: bool) -> d
 
     def once(run_cfg: DictConfig, run_dir: Path, run_callbacks: list) -> dict:
         if run_cfg.dataset.get("folds"):
-            return cross_validate(run_cfg, run_dir, run_callbacks)
-        return train(run_cfg, run_dir, run_callbacks, evaluate=evaluate)
+            return cross_validate(run_cfg, run_dir, run_callbacks, evaluate=evaluate, test=test)
+        return train(run_cfg, run_dir, run_callbacks, evaluate=evaluate, test=test)
 
     if cfg.repeats > 1:
-        return repeat(cfg, out_dir, callbacks, once)
+        return repeat(cfg, out_dir, callbacks, once, evaluate=evaluate)
     return once(cfg, out_dir, callbacks)
+
+
+def announce(metrics: dict, cfg: DictConfig, out_dir: Path) -> str:
+    """The run's last line: where its outputs are and its headline figures; over folds or
+    seeds, their mean ± std."""
+    from cifar_sweep.sweep.contract import objective_names
+
+    names = dict.fromkeys([*objective_names(cfg.objective), "test/acc"])
+    over = [f"{metrics[k]:g} folds" for k in ("cv/folds",) if k in metrics]
+    over += [f"{metrics[k]:g} seeds" for k in ("repeats",) if k in metrics]
+    figures = [
+        f"{k}={metrics[k]:.4f}" + (f" ± {metrics[k + '_std']:.4f}" if k + "_std" in metrics else "")
+        for k in names
+        if k in metrics
+    ]
+    per = f" (mean ± std over {' x '.join(over)})" if over else ""
+    report = ", evaluation.json" if (out_dir / "evaluation.json").exists() else ""
+    return f"run done: {'  '.join(figures)}{per}; {out_dir} holds metrics.json{report}"
 
 
 def sweep_trial(cfg: DictConfig, hc):

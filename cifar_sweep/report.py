@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from cifar_sweep.errors import did_you_mean
-from cifar_sweep.sweep.contract import OBJECTIVE, classify, objective_names
+from cifar_sweep.sweep.contract import OBJECTIVE, WARM_START, classify, objective_names
 from cifar_sweep.sweep.plots import draw
 
 
@@ -36,15 +36,35 @@ def table(study: optuna.Study) -> str:
     elif len(study.directions) == 1:
         best = study.best_trial
         lines += [
-            f"best value {best.value:.6g} (trial {best.number})",
+            f"best value {best.value:.6g} (trial {best.number}{copied(best)})",
             f"best params {best.params}",
         ]
     else:
         lines.append(f"Pareto front: {len(study.best_trials)} trials")
         lines += [
-            f"  trial {t.number}: values {t.values} params {t.params}" for t in study.best_trials
+            f"  trial {t.number}{copied(t)}: values [{', '.join(f'{v:.4g}' for v in t.values)}]"
+            f" params {t.params}"
+            for t in study.best_trials
         ]
     return "\n".join(lines)
+
+
+def copied(trial: optuna.trial.FrozenTrial) -> str:
+    """ ", copied from <study>#<n> by the warm start" for a trial that never ran in this study."""
+    source = trial.user_attrs.get(WARM_START)
+    return f", copied from {source} by the warm start, not run here" if source else ""
+
+
+def headline(study: optuna.Study, names: list[str]) -> str:
+    """The study's result in a few words: its best value, or the size of its Pareto front."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return "no completed trial"
+    if len(study.directions) > 1:
+        return f"Pareto front of {len(study.best_trials)} trials"
+    best = study.best_trial
+    name = names[0] if names else "value"
+    return f"best {name}={best.value:.4g} (trial {best.number}{copied(best)})"
 
 
 def results(study: optuna.Study) -> dict:
@@ -75,7 +95,13 @@ def write(study: optuna.Study, out_dir, *, plots: bool) -> list[Path]:
     print(table(study), flush=True)
     OmegaConf.save(OmegaConf.create(results(study)), out / "optimization_results.yaml")
     study.trials_dataframe().to_csv(out / "trials.csv", index=False)
-    return draw(study, out, names) if plots else []
+    files = draw(study, out, names) if plots else []
+    print(
+        f"sweep done: {headline(study, names)}; {out.absolute()} holds "
+        f"optimization_results.yaml, trials.csv and {len(files)} plots",
+        flush=True,
+    )
+    return files
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,8 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     study = optuna.load_study(study_name=name, storage=args.storage)
     out = Path(args.out or Path("outputs") / "reports" / name)
-    files = write(study, out, plots=True)
-    print(f"wrote {out}/optimization_results.yaml, trials.csv and {len(files)} plots")
+    write(study, out, plots=True)
 
 
 def study_names(url: str) -> list[str]:
