@@ -55,7 +55,8 @@ def checked_run(cfg: DictConfig, hc, out_dir: Path) -> float | list[float]:
         callbacks = pruning_callbacks(cfg, trial)
         single = hc.mode == RunMode.RUN  # a final run gets the evaluation report; trials do not
         beats = heartbeat_callbacks(trial, hc.sweeper)
-        test = single or cfg.test_in_trials
+        # trials validate only, unless asked, or their objective is a test/ metric
+        test = single or cfg.test_in_trials or tests_objective(cfg)
         metrics = fit(cfg, out_dir, [*callbacks, *beats], evaluate=single, test=test)
         for callback in callbacks:
             callback.raise_if_pruned()
@@ -90,6 +91,13 @@ def fit(cfg: DictConfig, out_dir: Path, callbacks: list, *, evaluate: bool, test
     if cfg.repeats > 1:
         return repeat(cfg, out_dir, callbacks, once, evaluate=evaluate)
     return once(cfg, out_dir, callbacks)
+
+
+def tests_objective(cfg: DictConfig) -> bool:
+    """Whether the objective is a test/ metric (a sweep with dataset.val_size=0)."""
+    from cifar_sweep.sweep.contract import objective_names
+
+    return any(str(n).startswith("test/") for n in objective_names(cfg.objective))
 
 
 def announce(metrics: dict, cfg: DictConfig, out_dir: Path) -> str:

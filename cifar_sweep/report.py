@@ -95,13 +95,17 @@ def write(study: optuna.Study, out_dir, *, plots: bool) -> list[Path]:
     print(table(study), flush=True)
     OmegaConf.save(OmegaConf.create(results(study)), out / "optimization_results.yaml")
     study.trials_dataframe().to_csv(out / "trials.csv", index=False)
-    files = draw(study, out, names) if plots else []
+    return draw(study, out, names) if plots else []
+
+
+def announce(study: optuna.Study, out_dir, files: list[Path], *, what: str) -> None:
+    """The last line: the headline result and where the report's files are."""
+    names = objective_names(study.user_attrs.get(OBJECTIVE, []))
     print(
-        f"sweep done: {headline(study, names)}; {out.absolute()} holds "
+        f"{what}: {headline(study, names)}; {Path(out_dir).absolute()} holds "
         f"optimization_results.yaml, trials.csv and {len(files)} plots",
         flush=True,
     )
-    return files
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     study = optuna.load_study(study_name=name, storage=args.storage)
     out = Path(args.out or Path("outputs") / "reports" / name)
-    write(study, out, plots=True)
+    announce(study, out, write(study, out, plots=True), what="report written")
 
 
 def study_names(url: str) -> list[str]:

@@ -76,6 +76,12 @@ def test_sweep_trials_skip_the_test_set_and_the_sweep_ends_with_its_best(tmp_pat
     )
 
 
+def test_a_sweep_on_the_test_set_still_tests_its_trials(tmp_path: Path):
+    args = ("optimizer.lr=0.01,0.05", "sweeper=random", "hydra.sweeper.n_trials=1")
+    result = sweep(tmp_path, *args, "dataset.val_size=0", "objective=test/acc")
+    assert re.search(r"sweep done: best test/acc=0\.\d+ \(trial 0\)", result.stdout)
+
+
 def test_a_multi_objective_front_prints_four_digits(tmp_path: Path):
     result = sweep(
         tmp_path,

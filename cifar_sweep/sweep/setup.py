@@ -185,7 +185,9 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         finally:
             # one report: by the process the user started, or the array task that ends the study
             if launching and (task is None or _ended(the_study, n_trials)):
-                report.write(the_study, self.config.hydra.sweep.dir, plots=self.plots)
+                out = self.config.hydra.sweep.dir
+                files = report.write(the_study, out, plots=self.plots)
+                report.announce(the_study, out, files, what="sweep done")
 
     def _space(self, arguments: list[str]):
         """Sweep values on the command line replace the YAML space; plain values stay fixed."""
