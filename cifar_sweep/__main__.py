@@ -55,9 +55,7 @@ def checked_run(cfg: DictConfig, hc, out_dir: Path) -> float | list[float]:
         callbacks = pruning_callbacks(cfg, trial)
         single = hc.mode == RunMode.RUN  # a final run gets the evaluation report; trials do not
         beats = heartbeat_callbacks(trial, hc.sweeper)
-        # trials validate only, unless asked, or their objective is a test/ metric
-        test = single or cfg.test_in_trials or tests_objective(cfg)
-        metrics = fit(cfg, out_dir, [*callbacks, *beats], evaluate=single, test=test)
+        metrics = fit(cfg, out_dir, [*callbacks, *beats], evaluate=single)
         for callback in callbacks:
             callback.raise_if_pruned()
         value = objective(metrics, cfg.objective)
@@ -77,11 +75,14 @@ def checked_run(cfg: DictConfig, hc, out_dir: Path) -> float | list[float]:
         exit_with(e, log)
 
 
-def fit(cfg: DictConfig, out_dir: Path, callbacks: list, *, evaluate: bool, test: bool) -> dict:
-    """One training run, or one per seed (`repeats`), or one per fold (`dataset.folds`)."""
+def fit(cfg: DictConfig, out_dir: Path, callbacks: list, *, evaluate: bool) -> dict:
+    """One training run, or one per seed (`repeats`), or one per fold (`dataset.folds`).
+    Only an evaluated run tests, unless test_in_trials or a test/ objective asks for it."""
     from cifar_sweep.crossval import cross_validate
     from cifar_sweep.repeats import repeat
     from cifar_sweep.train import train
+
+    test = evaluate or cfg.test_in_trials or tests_objective(cfg)
 
     def once(run_cfg: DictConfig, run_dir: Path, run_callbacks: list) -> dict:
         if run_cfg.dataset.get("folds"):
