@@ -88,14 +88,15 @@ def results(study: optuna.Study) -> dict:
 
 def write(study: optuna.Study, out_dir, *, plots: bool) -> list[Path]:
     """Print the table; write optimization_results.yaml, trials.csv and plots/*.png (Optuna's,
-    and the workers' timeline, unless `plots` is false) to out_dir."""
+    and the workers' timeline, unless `plots` is false or no trial completed) to out_dir."""
     names = objective_names(study.user_attrs.get(OBJECTIVE, []))  # set by the sweeper
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     print(table(study), flush=True)
     OmegaConf.save(OmegaConf.create(results(study)), out / "optimization_results.yaml")
     study.trials_dataframe().to_csv(out / "trials.csv", index=False)
-    return draw(study, out, names) if plots else []
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return draw(study, out, names) if plots and complete else []  # no empty plots
 
 
 def announce(study: optuna.Study, out_dir, files: list[Path], *, what: str) -> None:

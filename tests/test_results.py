@@ -82,6 +82,14 @@ def test_a_sweep_on_the_test_set_still_tests_its_trials(tmp_path: Path):
     assert re.search(r"sweep done: best test/acc=0\.\d+ \(trial 0\)", result.stdout)
 
 
+def test_an_all_failed_sweep_writes_no_empty_plots(tmp_path: Path):
+    args = ("optimizer.lr=0.01,0.05", "model.norm=bogus", "hydra.sweeper.max_failure_rate=1.0")
+    result = sweep(tmp_path, *args, "hydra.sweeper.n_trials=2")
+    assert not list((tmp_path / "sweep").glob("plots/*.png"))
+    assert "sweep done: no completed trial;" in result.stdout
+    assert "trials.csv and 0 plots" in result.stdout
+
+
 def test_a_multi_objective_front_prints_four_digits(tmp_path: Path):
     result = sweep(
         tmp_path,
