@@ -20,6 +20,20 @@ warnings.filterwarnings(
     message=r"hydra\.utils\.instantiate\(\) resolved _target_='(cifar_sweep|hydra_plugins)\.",
 )
 
+# Lightning doubts a OneCycleLR stepped per epoch; scheduler.interval=epoch is a deliberate choice.
+warnings.filterwarnings("ignore", message=r"A `OneCycleLR` scheduler is using 'interval': 'epoch'")
+
+
+class NoCudaHomeNotice(logging.Filter):
+    """torch.compile on a CPU imports cpp_extension, which notices a CUDA toolkit without a GPU:
+    nothing a CPU run can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No CUDA runtime is found")
+
+
+logging.getLogger("torch.utils.cpp_extension").addFilter(NoCudaHomeNotice())
+
 
 @hydra.main(config_path=str(CONF), config_name="config")
 def run(cfg: DictConfig) -> float | list[float]:
@@ -45,6 +59,8 @@ def checked_run(cfg: DictConfig, hc, out_dir: Path) -> float | list[float]:
         for callback in callbacks:
             callback.raise_if_pruned()
         value = objective(metrics, cfg.objective)
+        if single:
+            log.info(announce(metrics, cfg, out_dir))
         if trial is not None and cfg.repeats > 1:
             from cifar_sweep.repeats import seeds
             from cifar_sweep.sweep.contract import OBJECTIVE_STD, SEEDS, objective_names
@@ -60,19 +76,47 @@ def checked_run(cfg: DictConfig, hc, out_dir: Path) -> float | list[float]:
 
 
 def fit(cfg: DictConfig, out_dir: Path, callbacks: list, *, evaluate: bool) -> dict:
-    """One training run, or one per seed (`repeats`), or one per fold (`dataset.folds`)."""
+    """One training run, or one per seed (`repeats`), or one per fold (`dataset.folds`).
+    Only an evaluated run tests, unless test_in_trials or a test/ objective asks for it."""
     from cifar_sweep.crossval import cross_validate
     from cifar_sweep.repeats import repeat
     from cifar_sweep.train import train
 
+    test = evaluate or cfg.test_in_trials or tests_objective(cfg)
+
     def once(run_cfg: DictConfig, run_dir: Path, run_callbacks: list) -> dict:
         if run_cfg.dataset.get("folds"):
-            return cross_validate(run_cfg, run_dir, run_callbacks)
-        return train(run_cfg, run_dir, run_callbacks, evaluate=evaluate)
+            return cross_validate(run_cfg, run_dir, run_callbacks, evaluate=evaluate, test=test)
+        return train(run_cfg, run_dir, run_callbacks, evaluate=evaluate, test=test)
 
     if cfg.repeats > 1:
-        return repeat(cfg, out_dir, callbacks, once)
+        return repeat(cfg, out_dir, callbacks, once, evaluate=evaluate)
     return once(cfg, out_dir, callbacks)
+
+
+def tests_objective(cfg: DictConfig) -> bool:
+    """Whether the objective is a test/ metric (a sweep with dataset.val_size=0)."""
+    from cifar_sweep.sweep.contract import objective_names
+
+    return any(str(n).startswith("test/") for n in objective_names(cfg.objective))
+
+
+def announce(metrics: dict, cfg: DictConfig, out_dir: Path) -> str:
+    """The run's last line: where its outputs are and its headline figures; over folds or
+    seeds, their mean ± std."""
+    from cifar_sweep.sweep.contract import objective_names
+
+    names = dict.fromkeys([*objective_names(cfg.objective), "test/acc"])
+    over = [f"{metrics[k]:g} folds" for k in ("cv/folds",) if k in metrics]
+    over += [f"{metrics[k]:g} seeds" for k in ("repeats",) if k in metrics]
+    figures = [
+        f"{k}={metrics[k]:.4f}" + (f" ± {metrics[k + '_std']:.4f}" if k + "_std" in metrics else "")
+        for k in names
+        if k in metrics
+    ]
+    per = f" (mean ± std over {' x '.join(over)})" if over else ""
+    report = ", evaluation.json" if (out_dir / "evaluation.json").exists() else ""
+    return f"run done: {'  '.join(figures)}{per}; {out_dir} holds metrics.json{report}"
 
 
 def sweep_trial(cfg: DictConfig, hc):

@@ -20,12 +20,19 @@ COLUMNS = {  # header: how to get it from (search value, metrics)
 }
 
 
-def _fmt(x) -> str:
+def _column_format(values: list) -> str:
+    """One format per column, so its numbers line up: 4 decimals when any value needs them
+    (accuracies, gaps, seconds), else whole numbers with thousands separators (epochs, params)."""
+    numbers = [x for x in values if isinstance(x, float | int)]
+    if any(isinstance(x, float) and not x.is_integer() and abs(x) < 1000 for x in numbers):
+        return "{:.4f}"
+    return "{:,.0f}"
+
+
+def _fmt(x, fmt: str) -> str:
     if x is None:
         return "-"
-    if isinstance(x, float) and abs(x) < 10:
-        return f"{x:.4f}"
-    return f"{x:,.0f}" if isinstance(x, float | int) else str(x)
+    return fmt.format(x) if isinstance(x, float | int) else str(x)
 
 
 def table(runs: dict[str, tuple[float | None, dict]], out_dir: Path) -> str:
@@ -35,7 +42,11 @@ def table(runs: dict[str, tuple[float | None, dict]], out_dir: Path) -> str:
     with open(out_dir / "comparison.csv", "w", newline="") as fh:
         csv.writer(fh).writerows([["run", *COLUMNS], *rows])
     md = ["| run | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    md += ["| " + " | ".join(_fmt(x) for x in row) + " |" for row in rows]
+    formats = [_column_format([row[i] for row in rows]) for i in range(len(COLUMNS) + 1)]
+    md += [
+        "| " + " | ".join(_fmt(x, f) for x, f in zip(row, formats, strict=True)) + " |"
+        for row in rows
+    ]
     text = "\n".join(md) + "\n"
     (out_dir / "comparison.md").write_text(text)
     return text

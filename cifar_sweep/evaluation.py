@@ -18,11 +18,11 @@ from torchmetrics.classification import (  # noqa: E402
 )
 
 
-def predict(trainer, module, batches) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax probabilities and labels over every batch, by `trainer.predict`: the precision,
-    inference mode and (compiled) graph that `trainer.test` used, so no second compile and no
-    fp32 numbers beside bf16 ones."""
-    out = trainer.predict(module, dataloaders=batches)
+def predict(trainer, module, batches, *, ckpt_path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities and labels over every batch, by `trainer.predict` with the weights
+    of `ckpt_path` (None: as they are): the run's precision and (compiled) graph, so no second
+    compile and no fp32 numbers beside bf16 ones."""
+    out = trainer.predict(module, dataloaders=batches, ckpt_path=ckpt_path)
     probs, labels = torch.cat([p for p, _ in out]), torch.cat([y for _, y in out])
     if trainer.world_size == 1:
         return probs, labels

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from cifar_sweep.errors import did_you_mean
-from cifar_sweep.sweep.contract import OBJECTIVE, classify, objective_names
+from cifar_sweep.sweep.contract import OBJECTIVE, WARM_START, classify, objective_names
 from cifar_sweep.sweep.plots import draw
 
 
@@ -36,15 +36,35 @@ def table(study: optuna.Study) -> str:
     elif len(study.directions) == 1:
         best = study.best_trial
         lines += [
-            f"best value {best.value:.6g} (trial {best.number})",
+            f"best value {best.value:.6g} (trial {best.number}{copied(best)})",
             f"best params {best.params}",
         ]
     else:
         lines.append(f"Pareto front: {len(study.best_trials)} trials")
         lines += [
-            f"  trial {t.number}: values {t.values} params {t.params}" for t in study.best_trials
+            f"  trial {t.number}{copied(t)}: values [{', '.join(f'{v:.4g}' for v in t.values)}]"
+            f" params {t.params}"
+            for t in study.best_trials
         ]
     return "\n".join(lines)
+
+
+def copied(trial: optuna.trial.FrozenTrial) -> str:
+    """ ", copied from <study>#<n> by the warm start" for a trial that never ran in this study."""
+    source = trial.user_attrs.get(WARM_START)
+    return f", copied from {source} by the warm start, not run here" if source else ""
+
+
+def headline(study: optuna.Study, names: list[str]) -> str:
+    """The study's result in a few words: its best value, or the size of its Pareto front."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return "no completed trial"
+    if len(study.directions) > 1:
+        return f"Pareto front of {len(study.best_trials)} trials"
+    best = study.best_trial
+    name = names[0] if names else "value"
+    return f"best {name}={best.value:.4g} (trial {best.number}{copied(best)})"
 
 
 def results(study: optuna.Study) -> dict:
@@ -68,14 +88,25 @@ def results(study: optuna.Study) -> dict:
 
 def write(study: optuna.Study, out_dir, *, plots: bool) -> list[Path]:
     """Print the table; write optimization_results.yaml, trials.csv and plots/*.png (Optuna's,
-    and the workers' timeline, unless `plots` is false) to out_dir."""
+    and the workers' timeline, unless `plots` is false or no trial completed) to out_dir."""
     names = objective_names(study.user_attrs.get(OBJECTIVE, []))  # set by the sweeper
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     print(table(study), flush=True)
     OmegaConf.save(OmegaConf.create(results(study)), out / "optimization_results.yaml")
     study.trials_dataframe().to_csv(out / "trials.csv", index=False)
-    return draw(study, out, names) if plots else []
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return draw(study, out, names) if plots and complete else []  # no empty plots
+
+
+def announce(study: optuna.Study, out_dir, files: list[Path], *, what: str) -> None:
+    """The last line: the headline result and where the report's files are."""
+    names = objective_names(study.user_attrs.get(OBJECTIVE, []))
+    print(
+        f"{what}: {headline(study, names)}; {Path(out_dir).absolute()} holds "
+        f"optimization_results.yaml, trials.csv and {len(files)} plots",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,8 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     study = optuna.load_study(study_name=name, storage=args.storage)
     out = Path(args.out or Path("outputs") / "reports" / name)
-    files = write(study, out, plots=True)
-    print(f"wrote {out}/optimization_results.yaml, trials.csv and {len(files)} plots")
+    announce(study, out, write(study, out, plots=True), what="report written")
 
 
 def study_names(url: str) -> list[str]:

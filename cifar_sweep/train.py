@@ -169,20 +169,22 @@ def train(
     callbacks: list | None = None,
     *,
     evaluate: bool = False,
+    test: bool = True,
     fold: int | None = None,
 ) -> dict[str, float]:
     """Train, test the best checkpoint, write metrics.json (and with `evaluate`, the evaluation
-    report: per-class metrics, AUC, confusion matrix); return the metrics. `fold`: validate on
+    report: per-class metrics, AUC, confusion matrix, from the one pass that gives test/acc;
+    without `test` or `evaluate`, no test set at all); return the metrics. `fold`: validate on
     that fold of `dataset.folds` (cross-validation). A diverged run raises instead."""
     release_gpu_memory()  # what an earlier run in this process left, a failed one's too
     try:
-        return _train(cfg, out_dir, callbacks or [], evaluate=evaluate, fold=fold)
+        return _train(cfg, out_dir, callbacks or [], evaluate=evaluate, test=test, fold=fold)
     finally:
         release_gpu_memory()
 
 
 def _train(
-    cfg: DictConfig, out_dir: Path, callbacks: list, *, evaluate: bool, fold: int | None
+    cfg: DictConfig, out_dir: Path, callbacks: list, *, evaluate: bool, test: bool, fold: int | None
 ) -> dict[str, float]:
     t_start = time.perf_counter()
     check(cfg)
@@ -204,9 +206,17 @@ def _train(
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best = trainer.checkpoint_callback.best_model_path
     trainer.strategy.barrier()  # on N devices: rank 0 has renamed the best checkpoint into place
-    trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False)
-    tested = trainer.callback_metrics.items()
-    metrics.update({k: float(v) for k, v in tested if k.startswith("test/")})
+    if evaluate:  # one pass over the test set: test/acc and the report from the same predictions
+        trainer.limit_predict_batches = trainer.limit_test_batches
+        probs, labels = evaluation.predict(
+            trainer, module, data.test_dataloader(), ckpt_path=best or None
+        )
+        metrics["test/acc"] = (probs.argmax(1) == labels).float().mean().item()
+        metrics["test/loss"] = module.loss(probs.clamp_min(1e-12).log(), labels).item()
+    elif test:
+        trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False)
+        tested = trainer.callback_metrics.items()
+        metrics.update({k: float(v) for k, v in tested if k.startswith("test/")})
     if cfg.trainer.stop_on_nonfinite:
         last_epoch = max(trainer.current_epoch - 1, 0)
         raise_if_diverged(metrics, max_loss=cfg.trainer.max_loss, epoch=last_epoch)
@@ -220,13 +230,11 @@ def _train(
     )
     if torch.cuda.is_available():
         metrics["gpu/peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
-    if evaluate:  # the tested weights, under the same precision and inference mode as the test
-        probs, labels = evaluation.predict(trainer, module, data.test_dataloader())
-        if trainer.is_global_zero:
-            report = evaluation.report(probs, labels, data.classes, metrics)
-            evaluation.write(report, data.classes, out_dir)
     if not trainer.is_global_zero:  # on N devices rank 0 writes and logs; the metrics are synced
         return metrics
+    if evaluate:
+        report = evaluation.report(probs, labels, data.classes, metrics)
+        evaluation.write(report, data.classes, out_dir)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     log.info("metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
     return metrics

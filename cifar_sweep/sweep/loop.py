@@ -8,6 +8,7 @@ its next trial even when Python loses the exception (raised inside a garbage-col
 
 import logging
 import math
+import re
 import signal
 import threading
 from collections import Counter
@@ -117,7 +118,7 @@ class WorkerLoop:
             if failed > self.failure_budget:
                 raise UserError(
                     f"{failed} failed trials exceed max_failure_rate x n_trials = "
-                    f"{self.failure_budget:g}; see the log"
+                    f"{self.failure_budget:g}; {shared_cause(study)}"
                 )
             if self.grid and study.sampler.is_exhausted(study):
                 return
@@ -170,15 +171,22 @@ class WorkerLoop:
                 frozen = self.study._storage.get_trial(t._trial_id)
                 try:
                     recovery.requeue(self.study, frozen, max_retry=None)
-                    fail(self.study, t, INTERRUPTED, "interrupted")
+                    fail(self.study, t, INTERRUPTED, "interrupted: its point runs first next time")
                 except (UpdateFinishedTrialError, ValueError):  # already ended elsewhere
-                    pass
+                    continue
+                self._progress(t)
             raise
         finally:
             self.in_trial = False
         for trial, ret in zip(trials, returns, strict=True):
             tell(self.study, trial, ret)
             self._progress(trial)
+            frozen = self.study._storage.get_trial(trial._trial_id)
+            if data_error(frozen):  # every other trial would fail the same way: stop now
+                raise UserError(
+                    f"trial {trial.number} failed on its data, which no swept parameter "
+                    f"changes: {frozen.user_attrs[FAIL_REASON]}"
+                )
 
     def _prepare(self, trial) -> None:
         """Record the trial's job folder; a retry that goes on from an earlier run's last epoch
@@ -193,12 +201,16 @@ class WorkerLoop:
                 storage.set_trial_intermediate_value(trial._trial_id, step, value)
 
     def _progress(self, trial) -> None:
-        """One line per trial: trial 7 (8/50)  complete  val/acc_best=0.83  best=0.86  pruned=3"""
+        """One line per trial: trial 7 (8/50)  complete  val/acc_best=0.83  best=0.86  pruned=3;
+        a failed one in one form, whatever failed it: trial 3 (4/20)  fail  diverged: ..."""
         study = self.study
         frozen = study._storage.get_trial(trial._trial_id)
         n = states(study)
         line = f"{self.label}trial {trial.number} ({n[COMPLETE] + n[PRUNED]}/"
         line += f"{self.n_trials})  {frozen.state.name.lower()}"
+        if frozen.state == TrialState.FAIL:
+            log.warning("%s  %s", line, frozen.user_attrs.get(FAIL_REASON, "no reason recorded"))
+            return
         values = frozen.values or (
             [frozen.intermediate_values[frozen.last_step]] if frozen.last_step is not None else []
         )
@@ -243,8 +255,7 @@ def tell(study: optuna.Study, trial, ret: JobReturn) -> None:
     state, values, kind, reason = outcome(study, ret)
     try:
         if state == TrialState.FAIL:
-            fail(study, trial, kind, reason)
-            log.warning("trial %d failed: %s", trial.number, reason)
+            fail(study, trial, kind, reason)  # the progress line says why
         else:
             study.tell(trial, values, state=state)
     except RuntimeError as e:  # GridSampler calls study.stop() after the last grid point
@@ -282,6 +293,31 @@ def outcome(study: optuna.Study, ret: JobReturn):
     reason = reason.splitlines()[0][:500]
     # divergence.StopOnNonFinite's UserError is the one that opens "diverged:"
     return TrialState.FAIL, None, DIVERGED if reason.startswith("diverged:") else ERROR, reason
+
+
+def shared_cause(study: optuna.Study) -> str:
+    """The reason the charged failures share (most of them), or where to look."""
+    reasons = Counter(
+        t.user_attrs.get(FAIL_REASON, "")
+        for t in study.get_trials(deepcopy=False)
+        if classify(t) in CHARGED
+    )
+    (reason, count), total = reasons.most_common(1)[0], reasons.total()
+    if reason and count == total:
+        return f"{'it' if total == 1 else f'all {total}'} failed with: {reason}"
+    if reason and count >= 2:
+        return f"{count} of {total} failed with: {reason}"
+    return "each failed its own way: see each trial's line in the log"
+
+
+def data_error(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial failed before its first epoch on an error that names dataset.* keys
+    only, none of them swept: the data, the same for every trial (mixed image sizes)."""
+    if classify(trial) != ERROR or trial.last_step is not None:
+        return False
+    keys = re.findall(r"\b([a-z_]+(?:\.[a-z_0-9]+)+)=", trial.user_attrs.get(FAIL_REASON, ""))
+    swept = [p for p in trial.params if p.startswith("dataset.")]
+    return bool(keys) and all(k.startswith("dataset.") for k in keys) and not swept
 
 
 def settle_late(study: optuna.Study, trial, state: TrialState, values) -> None:

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from cifar_sweep.errors import UserError
 from cifar_sweep.sweep import contract
+from cifar_sweep.sweep.contract import classify
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,12 @@ def distributions(space: dict, extend: Callable | None, config) -> dict[str, Bas
     (hydra.sweeper.custom_search_space) suggests over a few random draws."""
     found = dict(space)
     if extend is not None:
-        scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory"
+        try:
+            scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        finally:
+            optuna.logging.set_verbosity(verbosity)
         for _ in range(32):
             trial = scratch.ask()
             extend(config, trial)
@@ -47,8 +53,14 @@ def _misfit(params: dict, dists: dict[str, BaseDistribution]) -> str | None:
     return None
 
 
-def enqueue(study: optuna.Study, points, dists: dict[str, BaseDistribution]) -> None:
-    """Queue each point of `hydra.sweeper.enqueue` unless the study already holds it."""
+def enqueue(
+    study: optuna.Study,
+    points,
+    dists: dict[str, BaseDistribution],
+    n_trials: int | None = None,
+) -> None:
+    """Queue each point of `hydra.sweeper.enqueue` unless the study already holds it; say so
+    when the study already holds its `n_trials` finished trials (the point would wait)."""
     for i, point in enumerate(points or []):
         if not isinstance(point, dict):
             raise UserError(
@@ -58,7 +70,18 @@ def enqueue(study: optuna.Study, points, dists: dict[str, BaseDistribution]) -> 
         why = _misfit(point, dists)
         if why:
             raise UserError(f"hydra.sweeper.enqueue[{i}]: {why}")
+        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         study.enqueue_trial(dict(point), skip_if_exists=True)
+        queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) > waiting
+        finished = sum(classify(t) in contract.FINISHED for t in study.get_trials(deepcopy=False))
+        if queued and n_trials is not None and finished >= n_trials:
+            log.warning(
+                "hydra.sweeper.enqueue[%d]=%s waits: the study already holds its n_trials=%d "
+                "finished trials; raise hydra.sweeper.n_trials to run it",
+                i,
+                dict(point),
+                n_trials,
+            )
 
 
 def _source(spec: str, study: optuna.Study, sweeper) -> optuna.Study:

@@ -49,6 +49,22 @@ def _ended(study: optuna.Study, n_trials: int) -> bool:
     )
 
 
+def pinned(devices) -> str:
+    """workers.pin, and a warning when the device named is a GPU this machine does not have."""
+    device = workers.pin(devices)
+    if device not in ("auto", "cpu"):
+        import torch
+
+        if not torch.cuda.is_available():
+            log.warning(
+                "hydra.sweeper.devices=%s: no CUDA GPU is visible, so 'device %s' is only a "
+                "label; the trials run where trainer.accelerator puts them (the CPU here)",
+                OmegaConf.to_container(devices) if OmegaConf.is_config(devices) else devices,
+                device,
+            )
+    return device
+
+
 class CifarOptunaSweeperImpl(OptunaSweeperImpl):
     def __init__(
         self,
@@ -141,7 +157,7 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
             log.info("worker %d: SLURM array task, %s CPU threads", worker, threads or "default")
         if launching:
             dists = queue.distributions(space, self.custom_search_space_extender, self.config)
-            queue.enqueue(the_study, self.queue["enqueue"], dists)
+            queue.enqueue(the_study, self.queue["enqueue"], dists, n_trials)
             queue.warm_start(the_study, self.queue["warm_start"], self.config.hydra.sweeper, dists)
         try:
             if self.workers > 1:
@@ -161,7 +177,7 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
                 **self.heartbeat,
                 max_retry=self.max_retry,
                 worker=worker,
-                device=workers.pin(self.devices),
+                device=pinned(self.devices),
                 label="" if launching and task is None else f"worker {worker}: ",
                 sweep_dir=self.config.hydra.sweep.dir,
             )
@@ -169,7 +185,9 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         finally:
             # one report: by the process the user started, or the array task that ends the study
             if launching and (task is None or _ended(the_study, n_trials)):
-                report.write(the_study, self.config.hydra.sweep.dir, plots=self.plots)
+                out = self.config.hydra.sweep.dir
+                files = report.write(the_study, out, plots=self.plots)
+                report.announce(the_study, out, files, what="sweep done")
 
     def _space(self, arguments: list[str]):
         """Sweep values on the command line replace the YAML space; plain values stay fixed."""
