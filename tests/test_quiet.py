@@ -52,6 +52,5 @@ def test_a_short_run_and_a_short_sweep_print_no_unactionable_warning(
     assert phrase not in run_output + sweep_output
 
 
-@pytest.mark.xfail(reason="G fixes plots.py", strict=False)
 def test_a_short_nas_sweep_prints_no_categorical_units_notice(sweep_output: str):
     assert "categorical units" not in sweep_output
