@@ -4,6 +4,7 @@ results file, and nothing is written into the checkout. The whole smoke campaign
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,7 +77,8 @@ def test_a_later_run_measures_only_the_missing_stage_and_writes_only_under_out(
     assert tests["complete"] and tests["figures"]["skipped"] > 0  # no CUDA here: skipped...
     assert tests["figures"]["skip_reasons"] == ["no CUDA device (a GPU test)"]  # ...saying why
     section = (out / "README.md").read_text().split("## Measured on cpu")[1]
-    assert all(f"| {s} |" in section for s in STAGES) and "0 passed, 0 failed, 11 skip" in section
+    assert all(f"| {s} |" in section for s in STAGES)
+    assert re.search(r"0 passed, 0 failed, \d+ skip", section)
     assert (copy / "smoke.json").read_text() == results_file.read_text()
     assert (copy / "README.md").read_text() == (out / "README.md").read_text()
     assert checkout_files() == before

@@ -65,7 +65,7 @@ def test_a_compiled_run_compiles_once_for_training_and_once_for_evaluation(
     assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])
     assert metrics["epochs"] == 2
     # its checkpoint loads into the plain model: no `_orig_mod.` keys
-    [ckpt] = (tmp_path / "run" / "checkpoints").glob("*.ckpt")
+    [ckpt] = (tmp_path / "run" / "checkpoints").glob("epoch=*.ckpt")  # the best (beside last.ckpt)
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     model = build(cfg.model, num_classes=4, in_channels=3)
     model.load_state_dict(

@@ -17,7 +17,7 @@ from torchvision.io import write_jpeg
 
 from cifar_sweep import retrain
 from cifar_sweep.checks import check
-from cifar_sweep.classifier import Classifier
+from cifar_sweep.classifier import lr_schedule
 from cifar_sweep.data import sources
 from cifar_sweep.models.norms import DetachedBatchNorm2d
 from cifar_sweep.targets import build
@@ -148,21 +148,20 @@ def test_every_experiment_passes_the_checks_and_builds_its_model_and_schedule(na
     model = build(cfg.model, num_classes=classes, in_channels=3)
     logits = model(torch.zeros(2, 3, side, side))
     assert logits.shape == (2, classes)
-    module = Classifier(
-        model=model,
-        optimizer=build(cfg.optimizer),
-        scheduler=build(cfg.scheduler.fn),
-        scheduler_monitor=cfg.scheduler.monitor,
+    optimizer = build(cfg.optimizer)(params=model.parameters())
+    entry = lr_schedule(
+        optimizer,
+        build(cfg.scheduler.fn),
+        monitor=cfg.scheduler.monitor,
+        interval=cfg.scheduler.interval,
         warmup_epochs=cfg.scheduler.warmup_epochs,
-        num_classes=classes,
-        label_smoothing=cfg.trainer.label_smoothing,
+        max_epochs=cfg.trainer.max_epochs,
+        steps_per_epoch=10,
     )
-    conf = module.configure_optimizers()
-    optimizer, scheduler = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
     assert optimizer.defaults["lr"] == cfg.optimizer.lr
     logits.logsumexp(1).sum().backward()
     optimizer.step()
-    scheduler.step(1.0) if cfg.scheduler.monitor else scheduler.step()
+    entry["scheduler"].step(1.0) if cfg.scheduler.monitor else entry["scheduler"].step()
 
 
 def test_every_experiment_is_named_documented_and_has_a_quick_run():

@@ -67,9 +67,10 @@ def test_retrain_finds_the_swept_study_and_saves_the_config_that_ran(swept: Path
 
 
 def test_logged_lists_what_a_run_logs(swept: Path):
-    """checks.LOGGED (what an objective may name) is what a trial's metrics.json holds."""
+    """checks.LOGGED (what an objective may name) is what a trial's metrics.json holds, and the
+    test set's figures, which trials leave to the final run (test_in_trials: false)."""
     logged = set(json.loads((swept / "sweep" / "0" / "metrics.json").read_text()))
-    assert logged == LOGGED - {"gpu/peak_mem_gb"}  # that one only on a GPU
+    assert logged | {"test/acc", "test/loss"} == LOGGED - {"gpu/peak_mem_gb"}  # that: a GPU's
 
 
 def test_ctrl_c_in_a_retrain_prints_one_line_and_exits_130(swept: Path):

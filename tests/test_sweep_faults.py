@@ -36,6 +36,7 @@ def test_pruner_null_means_no_pruning(tmp_path: Path):
 
 
 def test_a_grid_sweep_ends_without_matplotlib_notes(tmp_path: Path):
-    result = sweep(tmp_path, "model.hidden=16,32", "model=tiny_cnn", "model.channels=[8]")
+    plots = "hydra.sweeper.plots=true"
+    result = sweep(tmp_path, "model.hidden=16,32", "model=tiny_cnn", "model.channels=[8]", plots)
     assert "categorical units" not in result.stdout + result.stderr
     assert (tmp_path / "sweep" / "plots" / "slice.png").stat().st_size > 1000  # still drawn
