@@ -7,11 +7,11 @@ install:  ## create .venv and install the project with its dev tools
 	python3 -m venv .venv
 	.venv/bin/pip install -e '.[dev]'
 
-test:  ## the default test run (CPU, a few minutes)
-	$(PY) -m pytest
+test:  ## the default test run (CPU, two processes, about three minutes)
+	$(PY) -m pytest -n 2
 
-test-slow:  ## the slower tests too (and the SLURM ones where a scheduler answers)
-	$(PY) -m pytest -m ''
+test-slow:  ## every test but the SLURM ones (make test-slurm): the slower ones too
+	$(PY) -m pytest -n 2 -m 'not slurm'
 
 test-slurm:  ## sweeps through a real SLURM scheduler (bash .ci/slurm-up starts a one-node one)
 	$(PY) -m pytest -m slurm

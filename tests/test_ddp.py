@@ -9,6 +9,7 @@ last batch there.
 import json
 from pathlib import Path
 
+import pytest
 from conftest import run_cli
 
 SMALL = [
@@ -34,6 +35,7 @@ def run(tmp_path: Path, name: str, *args: str) -> tuple[Path, dict, str]:
     return out, json.loads((out / "metrics.json").read_text()), output
 
 
+@pytest.mark.slow  # real processes, tens of seconds; make test-slow and CI run it
 def test_two_devices_reach_the_accuracy_of_one_and_report_the_whole_test_set(tmp_path: Path):
     _, one, _ = run(tmp_path, "one")
     out, two, output = run(tmp_path, "two", *DDP)
@@ -46,6 +48,7 @@ def test_two_devices_reach_the_accuracy_of_one_and_report_the_whole_test_set(tmp
     assert (out / "train_ddp_process_1.log").exists()  # rank 1's log beside rank 0's
 
 
+@pytest.mark.slow  # two ranks of real processes; make test-slow and CI run it
 def test_divergence_on_two_devices_stops_both_ranks_with_one_error(tmp_path: Path):
     result = run_cli(
         *SMALL,

@@ -132,6 +132,7 @@ def needs(*cmd: str) -> None:
         pytest.skip(f"{' '.join(cmd)} fails here: {probe.stderr.strip()[:200]}")
 
 
+@pytest.mark.slow  # real processes, tens of seconds; make test-slow and CI run it
 def test_a_live_owner_is_not_failed_by_a_checker_whose_boot_clock_is_offset(tmp_path, url):
     """A checker whose boot clock differs by 5 s (a time namespace; psutil's create_time moves
     the same way when the boot time is adjusted) still leaves the live trial alone."""
@@ -159,6 +160,7 @@ def test_start_ticks_match_within_a_tolerance_and_not_beyond():
     assert not recovery.gone({**me, "boot": "another-boot", "ticks": 0})  # cannot see: wait
 
 
+@pytest.mark.slow  # real processes, tens of seconds; make test-slow and CI run it
 def test_workers_in_two_pid_namespaces_never_fail_each_others_live_trials(tmp_path, url):
     """Same host name, same files, separate PID namespaces: each sees the other's owner pid as
     missing or as someone else, so neither may judge; heartbeats do."""
@@ -180,6 +182,7 @@ def test_workers_in_two_pid_namespaces_never_fail_each_others_live_trials(tmp_pa
     assert load(url).trials[0].state == TrialState.RUNNING  # the other namespace's: heartbeats
 
 
+@pytest.mark.slow  # real processes, tens of seconds; make test-slow and CI run it
 def test_a_worker_killed_between_ask_and_claim_does_not_stop_the_study_short(tmp_path, url):
     died = run_worker(tmp_path, url, "ask_then_die", 600)
     assert died.returncode == -signal.SIGKILL
@@ -194,6 +197,7 @@ def test_a_worker_killed_between_ask_and_claim_does_not_stop_the_study_short(tmp
     assert not s.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
 
 
+@pytest.mark.slow  # real processes, tens of seconds; make test-slow and CI run it
 def test_a_stalled_job_is_failed_and_retried_and_its_late_result_is_kept(tmp_path, url):
     """The job stops making progress while its process lives (the sweep's own thread would
     beat for it forever): after grace_s it is failed and queued again. When it finishes after

@@ -73,6 +73,7 @@ def test_logged_lists_what_a_run_logs(swept: Path):
     assert logged | {"test/acc", "test/loss"} == LOGGED - {"gpu/peak_mem_gb"}  # that: a GPU's
 
 
+@pytest.mark.slow  # a real retrain process; Ctrl-C in a run: test_cli, the same handler
 def test_ctrl_c_in_a_retrain_prints_one_line_and_exits_130(swept: Path):
     out = swept / "interrupted"
     cmd = retrain_cmd(swept, out, "retrain.epochs=1000")

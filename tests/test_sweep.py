@@ -129,6 +129,7 @@ def test_diverged_and_raising_trials_fail_with_a_reason_and_the_sweep_goes_on(tm
     assert s.best_trial.params["optimizer.lr"] == 0.05
 
 
+@pytest.mark.slow  # real processes, tens of seconds; make test-slow and CI run it
 def test_joblib_launcher_runs_trials_in_parallel_processes(tmp_path: Path):
     sweep(
         tmp_path,

@@ -22,6 +22,7 @@ def default_sigint() -> None:  # a shell's background job ignores SIGINT; a term
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow  # real processes, tens of seconds; make test-slow and CI run it
 def test_two_workers_pinned_to_two_devices_run_the_study_asynchronously(tmp_path: Path):
     result = sweep(
         tmp_path,
@@ -46,6 +47,7 @@ def test_two_workers_pinned_to_two_devices_run_the_study_asynchronously(tmp_path
     assert result.stdout.count("best params") == 1  # one report, by the launching process
 
 
+@pytest.mark.slow  # real workers; Ctrl-C in one sweep: test_sweep_messages
 def test_ctrl_c_stops_every_worker_and_queues_their_trials_first(tmp_path: Path):
     args = (
         "hydra.sweeper.workers=2",
@@ -183,7 +185,7 @@ def test_kills_at_random_moments_never_lose_or_add_a_trial(tmp_path: Path):
     assert kinds <= {"worker_died"}, kinds
 
 
-@pytest.mark.slow  # the workers test above runs the same mechanism by default
+@pytest.mark.slow  # the Ctrl-C and kill -9 tests above run two workers on one study by default
 def test_two_commands_on_one_study_share_it(tmp_path: Path):
     """The same command typed twice (another GPU, another node): one study, n_trials in all."""
     cmd = sweep_cmd(tmp_path, "hydra.sweeper.n_trials=5", "sweeper=random")
