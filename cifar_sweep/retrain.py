@@ -180,6 +180,8 @@ def retrain(cfg: DictConfig, hc, out_dir: Path) -> None:
     if len(runs) == 1:  # one run: the retrain's own config is the one that ran
         save_config(run_cfg, overrides, out_dir)
     print(compare.table(runs, out_dir))
+    figures = "  ".join(f"{label}: test/acc={m['test/acc']:.4f}" for label, (_, m) in runs.items())
+    log.info("retrain done: %s; %s holds each run and comparison.md", figures, out_dir)
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ def test_own_grayscale_tree_trains_with_only_its_root(tmp_path: Path):
     assert result.returncode == 0, result.stderr[-3000:]
     # one channel of 28x28, a tenth of the 400 training images validates, mean/std measured
     assert "4 classes, 360 training, 40 validation, 40 test images of 1x28x28" in result.stdout
-    assert "(measured)" in result.stdout
+    assert "(the training images' own, measured)" in result.stdout
     assert "skipped 2 files that are not images" in result.stdout
     run = tmp_path / "run"
     for report in ("metrics.json", "evaluation.json", "classification_report.md"):

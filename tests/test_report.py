@@ -47,3 +47,15 @@ def test_the_timeline_has_one_row_per_worker_and_one_bar_per_trial():
     ax = timeline.plot(study)
     assert [label.get_text() for label in ax.get_yticklabels()] == ["worker 0", "worker 1"]
     assert len(ax.patches) == 3
+
+
+def test_a_multi_objective_study_gets_each_objectives_plots(tmp_path: Path):
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr(OBJECTIVE, ["val/acc_best", "time/epoch_s"])
+    study.optimize(
+        lambda t: (t.suggest_float("lr", 0, 1), t.suggest_int("width", 8, 64) / 64), n_trials=8
+    )
+    names = {f.name for f in report.write(study, tmp_path, plots=True)}
+    for kind in ("optimization_history", "param_importances", "parallel_coordinate"):
+        assert {f"{kind}_val_acc_best.png", f"{kind}_time_epoch_s.png"} <= names, names
+    assert "pareto_front.png" in names

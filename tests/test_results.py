@@ -114,3 +114,19 @@ def test_a_comparison_column_uses_one_number_format(tmp_path: Path):
     column = {name: i + 1 for i, name in enumerate(compare.COLUMNS)}  # after "| run"
     assert [r[column["total s"]] for r in rows] == ["20.0000", "1.7039"]
     assert [r[column["epochs"]] for r in rows] == ["20", "3"]
+
+
+def test_the_log_says_which_normalization_the_run_uses(tmp_path: Path, caplog):
+    from conftest import compose_cfg
+
+    from cifar_sweep.data.datamodule import ImageDataModule
+
+    for given, said in (
+        ([], "as configured, not the measured ones"),
+        (["dataset.mean=null", "dataset.std=null"], "the training images' own, measured"),
+    ):
+        cfg = compose_cfg(*given, tmp_path=tmp_path)
+        with caplog.at_level("INFO", logger="cifar_sweep.data.datamodule"):
+            ImageDataModule(cfg.dataset, seed=0, channels_last=False).setup()
+        assert said in caplog.text
+        caplog.clear()

@@ -59,6 +59,7 @@ def test_retrain_finds_the_swept_study_and_saves_the_config_that_ran(swept: Path
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"retraining trial 0 of {name} (best)" in result.stdout
     assert "_execution_whitelist_" not in result.stderr
+    assert re.search(rf"retrain done: best: test/acc=[0-9.]+; {out} holds", result.stdout)
     for saved in (out / ".hydra" / "config.yaml", out / "best" / ".hydra" / "config.yaml"):
         cfg = OmegaConf.load(saved)
         assert cfg.optimizer.lr == trial.params["optimizer.lr"]  # not the base config's 0.1

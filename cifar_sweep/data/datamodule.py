@@ -22,6 +22,15 @@ from cifar_sweep.errors import UserError
 log = logging.getLogger(__name__)
 
 
+def _which(mean, std) -> str:
+    """Which normalization the run uses, beside the cache's measured figures in the log."""
+    if mean is not None and std is not None:
+        return " (dataset.mean and dataset.std as configured, not the measured ones)"
+    if mean is None and std is None:
+        return " (the training images' own, measured)"
+    return " (measured where dataset.mean or dataset.std is null)"
+
+
 class DeviceBatches:
     """An epoch of (images, labels) batches from uint8 tensors on the training device, or, with
     `device`, from host tensors, each batch gathered on the host and copied to `device`."""
@@ -155,7 +164,7 @@ class ImageDataModule(L.LightningDataModule):
             "x".join(map(str, self.image_shape)),
             [round(v, 4) for v in out[0]],
             [round(v, 4) for v in out[1]],
-            "" if self.cfg.mean is not None and self.cfg.std is not None else " (measured)",
+            _which(self.cfg.mean, self.cfg.std),
         )
         return out[0], out[1]
 

@@ -35,6 +35,7 @@ def draw(study: optuna.Study, out: Path, names: list[str]) -> list[Path]:
     (out / "plots").mkdir(parents=True, exist_ok=True)
     if len(study.directions) > 1:
         todo = {"pareto_front": lambda s: plots.plot_pareto_front(s, target_names=names or None)}
+        todo.update(_per_objective(study, names))
     else:
         target = names[0] if names else "Objective Value"
         todo = {name: partial(f, target_name=target) for name, f in SINGLE.items()}
@@ -55,6 +56,20 @@ def draw(study: optuna.Study, out: Path, names: list[str]) -> list[Path]:
     finally:
         optuna.logging.set_verbosity(verbosity)
         category.setLevel(category_level)
+
+
+def _per_objective(study: optuna.Study, names: list[str]) -> dict:
+    """A multi-objective study's history, importances and parallel coordinates, one plot per
+    objective (Optuna draws them for one value at a time, given a target)."""
+    todo = {}
+    for i in range(len(study.directions)):
+        name = names[i] if i < len(names) else f"objective {i}"
+        kw = {"target": lambda t, i=i: t.values[i], "target_name": name}
+        slug = name.replace("/", "_").replace(" ", "_")
+        todo[f"optimization_history_{slug}"] = partial(plots.plot_optimization_history, **kw)
+        todo[f"param_importances_{slug}"] = partial(plots.plot_param_importances, **kw)
+        todo[f"parallel_coordinate_{slug}"] = partial(plots.plot_parallel_coordinate, **kw)
+    return todo
 
 
 def _top_params(study: optuna.Study) -> list[str]:
