@@ -136,12 +136,15 @@ def test_detached_batchnorm_recipe_swaps_every_norm_and_its_run_is_recorded(tmp_
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_passes_the_checks_and_builds_its_model_and_schedule(name: str):
+def test_every_experiment_passes_the_checks_and_builds_its_model_and_schedule(name: str, request):
     """The cheap half of a run for every study, including those not trained above: its values
     pass the checks, its model classifies its images, its optimizer and schedule step."""
     with initialize_config_dir(str(ROOT / "conf")):  # as published, but for the model's width
         cfg = compose("config", overrides=[f"+experiment={name}"])
         small = SMALL[cfg.model._target_.rsplit(".", 1)[-1]]
+        if cfg.dataset.source == "folder":  # the JPEG copy's tree, a subset of it
+            subset = request.getfixturevalue("jpeg_subset")
+            small = [*small, f"dataset.root={subset}", "dataset.val_size=0.1"]
         cfg = compose("config", overrides=[f"+experiment={name}", *small])
     check(cfg)
     classes, side = (200, 64) if cfg.dataset.source == "tiny_imagenet" else (10, 32)
