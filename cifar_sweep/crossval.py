@@ -1,12 +1,13 @@
 """k-fold cross-validation (`dataset.folds=k`): one run per fold, and the mean and std of each
 metric over the folds."""
 
+import copy
 import json
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from cifar_sweep.repeats import aggregate_evaluations, pruned, summarize
+from cifar_sweep.repeats import aggregate_evaluations, every_run, pruned, summarize
 from cifar_sweep.train import train
 
 
@@ -25,9 +26,15 @@ def cross_validate(
     first fold ends the trial's folds."""
     runs, dirs = [], []
     for fold in range(cfg.dataset.folds):
-        fold_callbacks = callbacks if fold == 0 else None
+        fold_callbacks = callbacks if fold == 0 else every_run(callbacks)
         dirs.append(out_dir / f"fold{fold}")
-        runs.append(train(cfg, dirs[-1], fold_callbacks, evaluate=evaluate, test=test, fold=fold))
+        fold_cfg = cfg
+        if cfg.get("resume"):  # each fold goes on from its own folder's last epoch
+            fold_cfg = copy.deepcopy(cfg)
+            fold_cfg.resume = str(Path(cfg.resume) / f"fold{fold}")
+        runs.append(
+            train(fold_cfg, dirs[-1], fold_callbacks, evaluate=evaluate, test=test, fold=fold)
+        )
         if pruned(callbacks or []):
             break
     out = summarize(runs)

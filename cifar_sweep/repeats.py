@@ -60,8 +60,10 @@ def repeat(
     for i, seed in enumerate(seeds(cfg)):
         seed_cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
         seed_cfg.seed = seed
+        if cfg.get("resume"):  # each seed goes on from its own folder's last epoch
+            seed_cfg.resume = str(Path(cfg.resume) / f"seed{seed}")
         dirs.append(out_dir / f"seed{seed}")
-        runs.append(run(seed_cfg, dirs[-1], callbacks if i == 0 else []))
+        runs.append(run(seed_cfg, dirs[-1], callbacks if i == 0 else every_run(callbacks)))
         if pruned(callbacks):
             break
     out = summarize(runs)
@@ -70,3 +72,9 @@ def repeat(
     if evaluate:
         aggregate_evaluations(dirs, out_dir)
     return out
+
+
+def every_run(callbacks: list | None) -> list:
+    """The callbacks every seed or fold of a trial gets (its heartbeat); the pruner's report
+    goes with the first only."""
+    return [c for c in callbacks or [] if getattr(c, "every_run", False)]

@@ -82,5 +82,8 @@ def checkpoint(cfg: DictConfig) -> Path | None:
             f"resume={cfg.resume}: the run there had another config: {differs}; "
             "rerun its own command with resume=..."
         )
+    if saved["epoch"] + 1 >= cfg.trainer.max_epochs:  # stopped while testing: nothing to go on
+        log.info("resume=%s: its training had ended; training again from epoch 0", cfg.resume)
+        return None
     log.info("resume=%s: going on from epoch %d", cfg.resume, saved["epoch"] + 1)  # 0-based
     return last

@@ -69,3 +69,27 @@ def test_resume_of_a_folder_that_is_not_a_run_is_one_line(tmp_path: Path):
         f"error: resume={tmp_path / 'nope'}: not a run folder (no .hydra/config.yaml)"
     ]
     assert not (tmp_path / "nope").exists()
+
+
+def test_resuming_a_run_whose_training_ended_trains_it_again(tmp_path: Path, caplog):
+    """Stopped while testing (its last epoch saved): there is no epoch to go on from."""
+    train(compose_cfg(*RUN, "trainer.max_epochs=1", tmp_path=tmp_path), tmp_path / "run")
+    again = compose_cfg(
+        *RUN, "trainer.max_epochs=1", f"resume={tmp_path / 'run'}", tmp_path=tmp_path
+    )
+    with caplog.at_level("INFO", logger="cifar_sweep.resume"):
+        metrics = train(again, tmp_path / "run")
+    assert "its training had ended; training again from epoch 0" in caplog.text
+    assert metrics["epochs"] == 1 and "val/acc_best" in metrics
+
+
+def test_each_seed_of_a_repeated_run_resumes_from_its_own_folder(tmp_path: Path, caplog):
+    from cifar_sweep.__main__ import fit
+
+    seeds = [*RUN, "trainer.max_epochs=1", "repeats=2"]
+    fit(compose_cfg(*seeds, tmp_path=tmp_path), tmp_path / "run", [], evaluate=False)
+    again = compose_cfg(*seeds, f"resume={tmp_path / 'run'}", tmp_path=tmp_path)
+    with caplog.at_level("INFO", logger="cifar_sweep.resume"):
+        fit(again, tmp_path / "run", [], evaluate=False)
+    for seed in (0, 1):  # each seed found its own checkpoint (its training had ended)
+        assert f"resume={tmp_path / 'run' / f'seed{seed}'}: its training had ended" in caplog.text

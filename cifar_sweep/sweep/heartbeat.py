@@ -18,6 +18,8 @@ from cifar_sweep.sweep.contract import JOB_BEATS
 class Heartbeat(L.Callback):
     """Beat `trial`'s heartbeat at most every `every_s` seconds, from the training loop."""
 
+    every_run = True  # every seed and fold of a trial beats, not only the first (repeats.py)
+
     def __init__(self, trial: optuna.trial.Trial, every_s: float):
         self.storage, self.trial_id, self.every_s = trial.study._storage, trial._trial_id, every_s
         self.next = 0.0

@@ -169,11 +169,11 @@ class WorkerLoop:
             self.in_trial = False
             for t in trials:  # keep the interrupted points: they run first next time
                 frozen = self.study._storage.get_trial(t._trial_id)
-                try:
-                    recovery.requeue(self.study, frozen, max_retry=None)
+                try:  # failed first: a trial another process ended already is queued by it
                     fail(self.study, t, INTERRUPTED, "interrupted: its point runs first next time")
-                except (UpdateFinishedTrialError, ValueError):  # already ended elsewhere
+                except (UpdateFinishedTrialError, ValueError):
                     continue
+                recovery.requeue(self.study, frozen, max_retry=None)
                 self._progress(t)
             raise
         finally:

@@ -144,8 +144,11 @@ def requeue(study: optuna.Study, t: optuna.trial.FrozenTrial, *, max_retry: int 
         log.warning("trial %d: its point was retried %d times; not again", t.number, max_retry)
         return False
     attrs = {RETRY_OF: t.number, RETRIES: retries}
-    if t.user_attrs.get(RUN_DIR):  # the retry goes on from the last epoch its run finished
-        attrs[RESUME] = t.user_attrs[RUN_DIR]
+    folder = t.user_attrs.get(RUN_DIR)  # the retry goes on from the last epoch it finished...
+    if folder and (Path(folder) / "checkpoints" / "last.ckpt").exists():  # resume.LAST
+        attrs[RESUME] = folder
+    elif t.user_attrs.get(RESUME):  # ...or, stopped before its first epoch, from its own's
+        attrs[RESUME] = t.user_attrs[RESUME]
     study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
     return True
 

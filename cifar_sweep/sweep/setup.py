@@ -41,12 +41,10 @@ def _is_discrete(dist) -> bool:
 
 
 def _ended(study: optuna.Study, n_trials: int) -> bool:
-    """Whether no trial runs or waits and the study holds its n_trials finished trials."""
+    """Whether no trial runs and the study holds its n_trials finished trials (a point queued
+    after that, e.g. an interrupted one's, waits for a later sweep and does not hold the report)."""
     n = states(study)
-    return (
-        not (n[contract.RUNNING] or n[contract.WAITING])
-        and sum(n[k] for k in contract.FINISHED) >= n_trials
-    )
+    return not n[contract.RUNNING] and sum(n[k] for k in contract.FINISHED) >= n_trials
 
 
 def pinned(devices) -> str:
@@ -155,7 +153,7 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         threads = slurm.use_given_cpus()
         if task is not None:
             log.info("worker %d: SLURM array task, %s CPU threads", worker, threads or "default")
-        if launching:
+        if launching and not task:  # one array task (task 0) seeds the study, not each
             dists = queue.distributions(space, self.custom_search_space_extender, self.config)
             queue.enqueue(the_study, self.queue["enqueue"], dists, n_trials)
             queue.warm_start(the_study, self.queue["warm_start"], self.config.hydra.sweeper, dists)
