@@ -4,6 +4,7 @@ on with from its last finished epoch, and a dead job's trial recovered at once."
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import ROOT, TINY, run_cli
+from sqlalchemy.exc import SQLAlchemyError
 
 from cifar_sweep.sweep import contract, recovery
 
@@ -95,7 +97,7 @@ def _running_trial_with_checkpoint(tmp_path: Path, timeout: float = 600):
             continue
         try:
             running = the_study(tmp_path).get_trials(states=(optuna.trial.TrialState.RUNNING,))
-        except (ValueError, KeyError):  # the study is not created yet
+        except (ValueError, KeyError, SQLAlchemyError):  # the tasks are creating the study
             continue
         for t in running:
             folder = Path(t.user_attrs.get(contract.RUN_DIR, "/nonexistent"))
@@ -136,34 +138,34 @@ def test_a_cancelled_task_trial_goes_on_from_its_last_epoch_elsewhere(tmp_path: 
 
 
 def test_tasks_out_of_time_leave_their_trials_to_the_next_array(tmp_path: Path):
-    """A time limit (SIGTERM before it, as the script asks) stops every task mid-trial; the
-    next array goes on with each stopped point from its last finished epoch."""
-    epochs, n = 8, 2
+    """A task whose time runs out (SIGTERM before the limit, as the script asks) stops
+    mid-trial; the next array goes on with the stopped point from its last finished epoch."""
+    epochs, n = 6, 2
     same = [
         "hydra.sweeper.n_trials=2",
         f"trainer.max_epochs={epochs}",
-        "dataset.train_per_class=400",
+        "dataset.train_per_class=1500",
     ]
-    limit = ["--time=1", "--signal=B:TERM@40"]  # SIGTERM about 20 s in
-    first = submit(tmp_path, *same, array="0-1", extra=limit, ok=False)
+    job = submit(tmp_path, *same, array="0-1", wait=False)
+    t = _running_trial_with_checkpoint(tmp_path)
+    task = t.user_attrs[contract.OWNER]["slurm_job"]
+    # its time is up now: the scheduler signals it (--signal=B:TERM@60) as at a real limit
+    subprocess.run(["scontrol", "update", f"JobId={task}", "TimeLimit=1"], check=True)
+    while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout:
+        time.sleep(0.5)
     study = the_study(tmp_path)
-    stopped = [t for t in study.trials if contract.classify(t) == contract.INTERRUPTED]
-    assert stopped, "the time limit stopped no trial"
+    [stopped] = [x for x in study.trials if x.number == t.number]
+    assert contract.classify(stopped) == contract.INTERRUPTED
     submit(tmp_path, *same, array="0-1")
     study = the_study(tmp_path)
-    assert sum(contract.classify(t) in contract.FINISHED for t in study.trials) == n
-    resumed = [t for t in study.trials if t.user_attrs.get(contract.RESUME)]
-    done = [
-        int(
-            (Path(t.user_attrs[contract.RUN_DIR]) / "__main__.log")
-            .read_text()
-            .split("going on from epoch ")[1]
-            .split()[0]
-        )
-        for t in resumed
-        if contract.classify(t) in contract.FINISHED
+    assert sum(contract.classify(x) in contract.FINISHED for x in study.trials) == n
+    logs = [
+        (Path(x.user_attrs[contract.RUN_DIR]) / "__main__.log").read_text()
+        for x in study.trials
+        if x.user_attrs.get(contract.RESUME) and contract.classify(x) in contract.FINISHED
     ]
-    assert done and all(d >= 1 for d in done), (first, done)
+    done = [int(m) for log in logs for m in re.findall(r"going on from epoch (\d+)", log)]
+    assert done and all(d >= 1 for d in done), done
     print(f"epochs saved after the time limit: {sum(done)} of {epochs * len(done)}")
 
 
@@ -233,11 +235,14 @@ def queued(name: str) -> list[str]:
 
 def test_a_submitit_sweep_finishes_and_its_trials_name_their_jobs(tmp_path: Path):
     cmd = submitit_sweep(tmp_path, "hydra.sweeper.n_trials=2", "trainer.max_epochs=1")
+    cmd = [a for a in cmd if not a.startswith("hydra.sweep.dir=")]  # the default folder
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     study = the_study(tmp_path)
     assert [contract.classify(t) for t in study.trials] == [contract.COMPLETE] * 2
+    for t in study.trials:  # each job wrote where the sweep recorded (not a folder of its own)
+        assert (Path(t.user_attrs[contract.RUN_DIR]) / "metrics.json").exists()
     owners = [t.user_attrs[contract.OWNER] for t in study.trials]
     assert all(o["slurm_job"] and o["pid"] != os.getpid() for o in owners)  # the jobs, not us
     assert done.stderr.count("sacct") <= 1  # no flood when SLURM keeps no accounting

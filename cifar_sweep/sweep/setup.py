@@ -22,7 +22,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import (
     OptunaSweeperImpl,
     create_params_from_overrides,
 )
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, read_write
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from cifar_sweep import report
@@ -118,6 +118,10 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
             sys.exit(130)
 
     def _sweep(self, arguments: list[str]) -> None:
+        # resolved once, here: a job resolves the sweep config again where it runs, and a
+        # submitit job (itself a SLURM array task) would find another ${oc.env:...} or ${now:...}
+        with read_write(self.config.hydra.sweep):
+            self.config.hydra.sweep.dir = str(self.config.hydra.sweep.dir)
         if not self.storage:
             raise UserError("hydra.sweeper.storage is empty: a sweep needs a study storage")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
