@@ -118,10 +118,13 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
             sys.exit(130)
 
     def _sweep(self, arguments: list[str]) -> None:
-        # resolved once, here: a job resolves the sweep config again where it runs, and a
-        # submitit job (itself a SLURM array task) would find another ${oc.env:...} or ${now:...}
-        with read_write(self.config.hydra.sweep):
-            self.config.hydra.sweep.dir = str(self.config.hydra.sweep.dir)
+        # resolved once, here: each job composes the sweep config again where it runs (Hydra's
+        # load_sweep_config, from hydra.overrides.hydra), and a submitit job, itself a SLURM
+        # array task, would resolve ${oc.env:SLURM_ARRAY_JOB_ID} to its own array's id
+        with read_write(self.config.hydra):
+            folder = str(self.config.hydra.sweep.dir)
+            self.config.hydra.sweep.dir = folder
+            self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir={contract.quoted(folder)}")
         if not self.storage:
             raise UserError("hydra.sweeper.storage is empty: a sweep needs a study storage")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
