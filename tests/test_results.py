@@ -74,6 +74,7 @@ def test_sweep_trials_skip_the_test_set_and_the_sweep_ends_with_its_best(tmp_pat
         r"optimization_results.yaml, trials.csv and \d+ plots",
         result.stdout,
     )
+    assert f"next: tensorboard --logdir {tmp_path / 'sweep'}" in result.stdout
 
 
 def test_a_sweep_on_the_test_set_still_tests_its_trials(tmp_path: Path):

@@ -193,6 +193,11 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
                 out = self.config.hydra.sweep.dir
                 files = report.write(the_study, out, plots=self.plots)
                 report.announce(the_study, out, files, what="sweep done")
+                print(  # what a first-time user does next: look, then retrain the best
+                    f"next: tensorboard --logdir {out} (every trial's curves); the best retrained "
+                    "and tested: python -m cifar_sweep.retrain with the same overrides",
+                    flush=True,
+                )
 
     def _space(self, arguments: list[str]):
         """Sweep values on the command line replace the YAML space; plain values stay fixed."""
