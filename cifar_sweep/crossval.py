@@ -2,12 +2,11 @@
 metric over the folds."""
 
 import copy
-import json
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from cifar_sweep.repeats import aggregate_evaluations, every_run, pruned, summarize
+from cifar_sweep.repeats import every_run, pruned, write_summary
 from cifar_sweep.train import train
 
 
@@ -37,9 +36,4 @@ def cross_validate(
         )
         if pruned(callbacks or []):
             break
-    out = summarize(runs)
-    out["cv/folds"] = len(runs)
-    (out_dir / "metrics.json").write_text(json.dumps(out, indent=2, sort_keys=True))
-    if evaluate:
-        aggregate_evaluations(dirs, out_dir)
-    return out
+    return write_summary(runs, dirs, out_dir, count="cv/folds", evaluate=evaluate)

@@ -66,15 +66,21 @@ def repeat(
         runs.append(run(seed_cfg, dirs[-1], callbacks if i == 0 else every_run(callbacks)))
         if pruned(callbacks):
             break
-    out = summarize(runs)
-    out["repeats"] = len(runs)
-    (out_dir / "metrics.json").write_text(json.dumps(out, indent=2, sort_keys=True))
-    if evaluate:
-        aggregate_evaluations(dirs, out_dir)
-    return out
+    return write_summary(runs, dirs, out_dir, count="repeats", evaluate=evaluate)
 
 
 def every_run(callbacks: list | None) -> list:
     """The callbacks every seed or fold of a trial gets (its heartbeat); the pruner's report
     goes with the first only."""
     return [c for c in callbacks or [] if getattr(c, "every_run", False)]
+
+
+def write_summary(runs: list, dirs: list, out_dir: Path, *, count: str, evaluate: bool) -> dict:
+    """The seeds' or folds' metrics as mean and <name>_std, with how many ran under `count`,
+    written to out_dir/metrics.json; with `evaluate`, their evaluation reports aggregated."""
+    out = summarize(runs)
+    out[count] = len(runs)
+    (out_dir / "metrics.json").write_text(json.dumps(out, indent=2, sort_keys=True))
+    if evaluate:
+        aggregate_evaluations(dirs, out_dir)
+    return out
