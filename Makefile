@@ -46,8 +46,8 @@ WORKERS ?= 1,2
 bench-workers:  ## sweep wall time with 1 and 2 worker processes (WORKERS=1,2,4 on a GPU)
 	$(PY) -m benchmarks.sweep_workers --workers $(WORKERS)
 
-campaign:  ## the GPU campaign: stages not yet measured (STAGES=a,b to rerun; SMOKE=1: toy scale, CPU; ARGS="--out DIR ...")
-	$(PY) -m benchmarks.campaign $(if $(STAGES),--stages $(STAGES)) $(if $(SMOKE),--smoke) $(ARGS)
+campaign:  ## the GPU campaign's stages not yet measured (PROFILE=cpu: the CPU reproduction, hours; STAGES=a,b to rerun; SMOKE=1: toy scale; ARGS="--out DIR ...")
+	$(PY) -m benchmarks.campaign $(if $(PROFILE),--profile $(PROFILE)) $(if $(STAGES),--stages $(STAGES)) $(if $(SMOKE),--smoke) $(ARGS)
 
 bench-startup: data/cifar10-jpeg  ## cached load of the JPEG copy, time to a bad value's error and to the first step
 	$(PY) -m benchmarks.startup

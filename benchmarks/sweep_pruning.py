@@ -2,10 +2,14 @@
 
 Runs the same TPE study twice, as a user would (`python -m cifar_sweep -m ...`), each in its own
 sqlite storage, and prints: trials complete/pruned, epochs trained, best value, wall time, and
-the sweeper's overhead per trial (wall time not spent inside trials) and the job's overhead per
-trial beyond training (trial duration minus the run's own time/total_s). "sweeper s/trial" spreads
-the fixed costs (start-up, the end-of-sweep report) over the trials; "between s" is the mean gap
-between one trial's end and the next one's start (tell, stale check, ask, suggest).
+the sweeper's overhead per trial (wall time not spent inside trials) and the job's: "job s/trial"
+is a trial's duration minus the run's own time/total_s (Hydra's job set-up, reopening the trial),
+"beyond epochs s/trial" its duration minus its training and validation epochs (time/epochs_s):
+everything else a trial costs (that, plus data, model and Trainer set-up, checkpoint, metrics).
+Both over the completed trials after the first (which also pays the Lightning import).
+"sweeper s/trial" spreads the fixed costs (start-up, the end-of-sweep report) over the trials;
+"between s" is the mean gap between one trial's end and the next one's start (tell, stale
+check, ask, suggest).
 
     python -m benchmarks.sweep_pruning                 # CPU scale: generated data, 12 trials
     python -m benchmarks.sweep_pruning dataset=cifar10_folder hydra.sweeper.n_trials=10
@@ -33,8 +37,6 @@ CPU_DATA = [  # a small generated set: 10 classes of 16x16 images
 ]
 COMMON = [
     *NAS,
-    *CPU_DATA,
-    "dataset.noise=0.8",
     "trainer.max_epochs=6",
     "trainer.progress_bar=false",
     "hydra.sweeper.n_trials=12",
@@ -53,16 +55,24 @@ def sweep(args: list[str], out: Path, timeout: float | None = None) -> tuple[flo
     return wall, optuna.load_study(study_name=name, storage=storage)
 
 
+def data(overrides: list[str]) -> list[str]:
+    """The generated set, unless the overrides name a dataset (dataset=...)."""
+    named = any(o.startswith("dataset=") for o in overrides)
+    return [] if named else [*CPU_DATA, "dataset.noise=0.8"]
+
+
 def run(pruner: str, overrides: list[str], out: Path) -> dict:
-    wall, study = sweep([*COMMON, f"pruner={pruner}", *overrides], out)
+    wall, study = sweep([*COMMON, *data(overrides), f"pruner={pruner}", *overrides], out)
     trials = study.trials
     in_trials = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
-    beyond_train = []
+    beyond_job, beyond_epochs = [], []
     for t in trials:
         metrics = out / "sweep" / str(t.number) / "metrics.json"
         if t.state == TrialState.COMPLETE and metrics.exists():
-            total = json.loads(metrics.read_text())["time/total_s"]
-            beyond_train.append((t.datetime_complete - t.datetime_start).total_seconds() - total)
+            m = json.loads(metrics.read_text())
+            duration = (t.datetime_complete - t.datetime_start).total_seconds()
+            beyond_job.append(duration - m["time/total_s"])
+            beyond_epochs.append(duration - m["time/epochs_s"])
     ordered = sorted(trials, key=lambda t: t.datetime_start)
     gaps = [(b.datetime_start - a.datetime_complete).total_seconds() for a, b in pairwise(ordered)]
     return {
@@ -73,7 +83,8 @@ def run(pruner: str, overrides: list[str], out: Path) -> dict:
         "best": study.best_value,
         "wall_s": wall,
         "sweeper_s_per_trial": (wall - in_trials) / len(trials),
-        "job_s_per_trial": sum(beyond_train[1:]) / max(1, len(beyond_train) - 1),
+        "job_s_per_trial": sum(beyond_job[1:]) / max(1, len(beyond_job) - 1),
+        "beyond_epochs_s_per_trial": sum(beyond_epochs[1:]) / max(1, len(beyond_epochs) - 1),
     }
 
 
@@ -83,16 +94,17 @@ def main(overrides: list[str]) -> None:
         for pruner in ("hyperband", "none"):
             (Path(tmp) / pruner).mkdir()
             rows[pruner] = run(pruner, overrides, Path(tmp) / pruner)
-    print(f"{' '.join([*COMMON, *overrides])}")
+    print(f"{' '.join([*COMMON, *data(overrides), *overrides])}")
     print(
         f"{'pruner':<10}{'complete':>9}{'pruned':>8}{'epochs':>8}{'best':>8}{'wall s':>8}"
         f"{'sweeper s/trial':>17}{'between s':>11}{'job s/trial':>13}"
+        f"{'beyond epochs s/trial':>23}"
     )
     for pruner, r in rows.items():
         print(
             f"{pruner:<10}{r['complete']:>9}{r['pruned']:>8}{r['epochs']:>8}{r['best']:>8.4f}"
             f"{r['wall_s']:>8.1f}{r['sweeper_s_per_trial']:>17.2f}{r['between_s']:>11.2f}"
-            f"{r['job_s_per_trial']:>13.2f}"
+            f"{r['job_s_per_trial']:>13.2f}{r['beyond_epochs_s_per_trial']:>23.2f}"
         )
     h, n = rows["hyperband"], rows["none"]
     ratio_epochs, ratio_wall = h["epochs"] / n["epochs"], h["wall_s"] / n["wall_s"]

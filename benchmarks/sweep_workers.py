@@ -12,7 +12,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from benchmarks.sweep_pruning import CPU_DATA, NAS, sweep  # on a GPU: dataset=cifar10_folder ...
+from benchmarks.sweep_pruning import NAS, data, sweep  # on a GPU: dataset=cifar10_folder ...
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = [
@@ -45,8 +45,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in map(int, args.workers.split(",")):
             (Path(tmp) / str(n)).mkdir()
-            rows[n] = run(n, [*CPU_DATA, *overrides], Path(tmp) / str(n))
-    print(" ".join([*SWEEP, *CPU_DATA, *overrides]))
+            rows[n] = run(n, [*data(overrides), *overrides], Path(tmp) / str(n))
+    print(" ".join([*SWEEP, *data(overrides), *overrides]))
     print(f"{'workers':>8}{'trials':>8}{'wall s':>9}{'trials/min':>12}{'busy':>7}{'speed-up':>10}")
     first = next(iter(rows.values()))
     for n, r in rows.items():

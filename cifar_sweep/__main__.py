@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from cifar_sweep.checks import check, check_objective
 from cifar_sweep.config_dir import CONF
+from cifar_sweep.data import tree
 from cifar_sweep.errors import UserError, exit_with, interruptible, one_line_errors
 
 log = logging.getLogger("cifar_sweep")
@@ -46,6 +47,8 @@ def run(cfg: DictConfig) -> float | list[float]:
 
 def checked_run(cfg: DictConfig, hc, out_dir: Path) -> float | list[float]:
     try:
+        if hc.mode == RunMode.MULTIRUN:
+            tree.hold()  # the files as the first trial found them: listed once, not per trial
         check_objective(cfg)  # before the slow imports: a bad value fails in a second
         check(cfg)
         # imported here so Lightning's loggers attach after Hydra has configured logging

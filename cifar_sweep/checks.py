@@ -59,7 +59,7 @@ AUGMENT = {
 LOGGED = {
     "train/loss", "train/acc", "lr", "time/epoch_s", "time/images_per_s", "val/loss", "val/acc",
     "val/acc_best", "test/loss", "test/acc", "model/params", "model/flops", "epochs",
-    "time/total_s", "gpu/peak_mem_gb",
+    "time/total_s", "time/epochs_s", "gpu/peak_mem_gb",
 }  # fmt: skip
 # Lightning's precision names (16 and bf16 are its older spellings)
 PRECISIONS = "auto 32 16-mixed bf16-mixed 64 16-true bf16-true 32-true 64-true 16 bf16".split()

@@ -73,6 +73,7 @@ class Classifier(L.LightningModule):
         self.test_loss = MeanMetric(nan_strategy="disable")
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # in checkpoints: a resumed run knows its best
+        self.epochs_s = 0.0  # this process's epochs, training and validation: time/epochs_s
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -100,6 +101,7 @@ class Classifier(L.LightningModule):
             self._epoch_s = time.perf_counter() - self._t0
 
     def on_train_epoch_end(self) -> None:
+        self.epochs_s += time.perf_counter() - self._t0  # validation has run by now
         # on N devices: the slowest rank's time, and the images of all ranks together
         self.log("time/epoch_s", self._epoch_s, sync_dist=True, reduce_fx="max")
         self.log("time/images_per_s", self._images / self._epoch_s, sync_dist=True, reduce_fx="sum")

@@ -67,6 +67,19 @@ def _first_difference(saved, now, prefix: str = "") -> str | None:
     return None if saved == now else f"{prefix[:-1]} (was {saved!r}, now {now!r})"
 
 
+def same_config(cfg: DictConfig) -> dict:
+    """`resume`'s last checkpoint, if its run had this config; else an error naming the first
+    key that differs."""
+    saved = torch.load(Path(cfg.resume) / LAST, map_location="cpu", weights_only=True)
+    differs = _first_difference(saved.get(CONFIG, {}), _comparable(cfg))
+    if differs:
+        raise UserError(
+            f"resume={cfg.resume}: the run there had another config: {differs}; "
+            "rerun its own command with resume=..."
+        )
+    return saved
+
+
 def checkpoint(cfg: DictConfig) -> Path | None:
     """The checkpoint this run goes on from: `resume`'s last.ckpt, or None to start afresh.
     A checkpoint of a run with another config is an error naming the first differing key."""
@@ -75,13 +88,7 @@ def checkpoint(cfg: DictConfig) -> Path | None:
     last = Path(cfg.resume) / LAST  # the folder itself is checked before Hydra starts the run
     if not last.exists():
         return None  # stopped before its first epoch ended: nothing to go on from
-    saved = torch.load(last, map_location="cpu", weights_only=True)
-    differs = _first_difference(saved.get(CONFIG, {}), _comparable(cfg))
-    if differs:
-        raise UserError(
-            f"resume={cfg.resume}: the run there had another config: {differs}; "
-            "rerun its own command with resume=..."
-        )
+    saved = same_config(cfg)
     if saved["epoch"] + 1 >= cfg.trainer.max_epochs:  # stopped while testing: nothing to go on
         log.info("resume=%s: its training had ended; training again from epoch 0", cfg.resume)
         return None

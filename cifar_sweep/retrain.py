@@ -7,8 +7,11 @@ The same overrides as the sweep find the same storage and study: its name is com
 sweep computes it (`retrain.study` names another). A multi-objective study has no single best
 trial: `retrain.trial=N` picks one of its Pareto front. Writes each run (metrics.json, evaluation
 report, the config that ran in .hydra/) under outputs/runs/<time>/<label>/ and a comparison table.
+The same command with `resume=<that folder>` (or the same `hydra.run.dir`) goes on where it
+stopped: finished runs are kept, the others resume from their last epoch.
 """
 
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -37,7 +40,7 @@ warnings.filterwarnings(
 
 def sweep_arguments(task: list[str]) -> list[str]:
     """The command line as the sweep saw it: the retrain's own keys are not the sweep's."""
-    return [o for o in task if not o.lstrip("+~").startswith("retrain.")]
+    return [o for o in task if not o.lstrip("+~").startswith(("retrain.", "resume="))]
 
 
 def swept_study_name(arguments: list[str], config: DictConfig | None = None) -> str:
@@ -152,19 +155,24 @@ def check_retrain(retrain: DictConfig) -> None:
 
 
 def retrain(cfg: DictConfig, hc, out_dir: Path) -> None:
-    from cifar_sweep import compare
-    from cifar_sweep.train import train
+    from cifar_sweep import compare, resume
+    from cifar_sweep.train import device_defaults, train
 
     check_retrain(cfg.retrain)
     arguments = sweep_arguments(list(hc.overrides.task))
     study = find_study(hc.sweeper, cfg.retrain.study, cfg.name, arguments)
     runs = {}
     for label, trial in chosen_trials(study, cfg.retrain).items():
+        run_dir = out_dir / label
+        earlier = (
+            run_dir / resume.LAST
+        ).exists()  # this folder's earlier retrain, cut short or not
         overrides = [
-            *hc.overrides.task,
+            *(o for o in hc.overrides.task if not o.startswith("resume=")),
             *(f"{k}={v}" for k, v in trial.params.items()),
             f"trainer.max_epochs={cfg.retrain.epochs}",
             *(["dataset.val_size=0", "objective=test/acc"] if cfg.retrain.merge_val else []),
+            *([f"resume={run_dir}"] if earlier else []),
         ]
         log.info(
             "retraining trial %d of %s (%s): %s",
@@ -174,8 +182,13 @@ def retrain(cfg: DictConfig, hc, out_dir: Path) -> None:
             trial.params,
         )
         run_cfg = compose(config_name="config", overrides=overrides)
-        save_config(run_cfg, overrides, out_dir / label)
-        metrics = train(run_cfg, out_dir / label, evaluate=True)
+        if earlier and (run_dir / "metrics.json").exists():
+            resume.same_config(device_defaults(run_cfg))  # or an error naming the key that differs
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            log.info("%s: finished earlier in %s; kept", label, run_dir)
+        else:
+            save_config(run_cfg, overrides, run_dir)
+            metrics = train(run_cfg, run_dir, evaluate=True)
         runs[label] = (trial.values[0] if len(trial.values) == 1 else None, metrics)
     if len(runs) == 1:  # one run: the retrain's own config is the one that ran
         save_config(run_cfg, overrides, out_dir)

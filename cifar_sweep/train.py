@@ -226,6 +226,7 @@ def _train(
             "model/flops": flop_count,
             "epochs": trainer.current_epoch,
             "time/total_s": time.perf_counter() - t_start,
+            "time/epochs_s": module.epochs_s,
         }
     )
     if torch.cuda.is_available():

@@ -5,8 +5,10 @@ results file, and nothing is written into the checkout. The whole smoke campaign
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -127,9 +129,13 @@ def test_render_writes_the_gpu_section_from_a_results_file_and_replaces_it(tmp_p
 def test_an_unknown_stage_is_one_line_naming_the_stages():
     done = campaign("--stages=s9")
     assert done.returncode != 0 and done.stderr.startswith(
-        "error: --stages s9: no such stage; stages: gpu-tests, throughput, s2-nas"
+        "error: --stages s9: no such stage of --profile gpu; stages: gpu-tests, throughput, s2-nas"
     )
     assert len(done.stderr.strip().splitlines()) == 1  # no traceback
+    done = campaign("--profile=cpu", "--stages=s2-nas")  # a GPU stage is not a CPU one
+    assert done.returncode != 0 and done.stderr.startswith(
+        "error: --stages s2-nas: no such stage of --profile cpu; stages: cpu-s2, cpu-s0,"
+    )
 
 
 @pytest.mark.parametrize(
@@ -184,3 +190,42 @@ def test_smoke_campaign_records_every_stage_and_resumes(tmp_path: Path):
     again = json.loads(results_file.read_text())
     assert again["s4-budget"]["date"] >= before_date and again["s0"] == results["s0"]
     assert readme.read_text().count("## Measured on cpu") == 1  # the section is replaced
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # four toy stages, twice, on a busy 2-core CPU
+def test_cpu_profile_killed_mid_stage_goes_on_with_what_it_had(tmp_path: Path):
+    """The CPU reproduction at toy scale: killed (SIGKILL, the whole process group) once model A
+    of cpu-s0 has finished, the same command keeps A's run, goes on with the rest, and renders
+    the CPU section with the published figures beside ours."""
+    out, readme = tmp_path / "out", tmp_path / "README.md"
+    results_file = tmp_path / "results.json"
+    readme.write_text(README)
+    flags = ["--profile=cpu", f"--out={out}", f"--results={results_file}", f"--readme={readme}"]
+    cmd = [sys.executable, "-m", "benchmarks.campaign", "--smoke", *flags, "--stages=cpu-s0"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL)
+    a = out / "cpu-s0" / "seq_cnn" / "metrics.json"
+    deadline = time.time() + 900
+    while not a.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert a.exists() and not results_file.exists()  # killed before the stage was recorded
+    a_written = a.stat().st_mtime_ns
+
+    done = campaign(*flags)
+
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(results_file.read_text())
+    assert sorted(results) == ["cpu-s0", "cpu-s2", "cpu-s4-detached", "cpu-s4-lr"]
+    assert all(r["complete"] for r in results.values())
+    s0 = results["cpu-s0"]
+    assert s0["commands"][0]["kept"] and a.stat().st_mtime_ns == a_written  # A not trained again
+    assert s0["figures"]["models"].keys() == {"A", "B"} and s0["figures"]["ratios"]
+    assert s0["wall_s"] > results["cpu-s4-detached"]["wall_s"]  # the killed run's time counted
+    assert results["cpu-s4-lr"]["figures"]["per_lr"].keys() == {"0.001", "0.01", "0.1"}
+    text = readme.read_text()
+    section = text[text.index("## Measured on the CPU (2 cores)") : text.index("## Limits")]
+    assert all(f"| {s} |" in section for s in results) and "not measured yet" not in section
+    assert "CIFAR-10 (JPEG q75 copy)" in section and "72.62% val" in section
+    assert "A 72.18% val / 71.99% test" in section  # published beside ours

@@ -6,6 +6,7 @@ import logging
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -84,6 +85,32 @@ def test_ctrl_c_in_a_retrain_prints_one_line_and_exits_130(swept: Path):
         f"interrupted: the retrain stopped; {out} holds the runs written so far"
     ]
     assert "Traceback" not in done.stdout
+
+
+@pytest.mark.slow  # three retrain processes
+def test_a_killed_retrain_goes_on_from_its_last_epoch_and_a_finished_one_is_kept(swept: Path):
+    """The same command again, after a kill at any moment: the run resumes in its folder, and
+    once finished is kept as it is (the CPU campaign reruns its stages this way)."""
+    out = swept / "killed"
+    cmd = retrain_cmd(swept, out, "retrain.epochs=30")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = out / "best" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no handler runs
+    proc.wait()
+    assert not (out / "best" / "metrics.json").exists(), "finished before the kill: test nothing"
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = re.search(r"going on from epoch (\d+)", again.stdout)
+    assert resumed and int(resumed.group(1)) >= 1, again.stdout[-3000:]
+    metrics = json.loads((out / "best" / "metrics.json").read_text())
+    assert metrics["epochs"] == 30
+    third = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert f"best: finished earlier in {out / 'best'}; kept" in third.stdout
+    assert json.loads((out / "best" / "metrics.json").read_text()) == metrics
 
 
 def sweeper(storage: str):

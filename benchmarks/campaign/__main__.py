@@ -1,49 +1,74 @@
-"""The GPU campaign: every study and the speed, measured stage by stage, resumable.
+"""The campaign: every study and the speed, measured stage by stage, resumable.
 
-    python -m benchmarks.campaign                          # every stage not yet measured, in order
+    python -m benchmarks.campaign                          # every GPU stage not yet measured
     python -m benchmarks.campaign --stages throughput      # named stages again
     python -m benchmarks.campaign --smoke --out /tmp/c     # every stage at toy scale, on the CPU
+    python -m benchmarks.campaign --profile cpu            # the CPU reproduction (hours)
     python -m benchmarks.campaign --render benchmarks/results/h100-80gb-hbm3.json   # README only
 
-Run folders, study databases and the data cache go under --out. A GPU run records each stage in
-benchmarks/results/<gpu>.json as soon as it ends (a run cut short goes on where it stopped) and
-rewrites the README section "Measured on <gpu>" from that file; --copy-to DIR also copies both
-there after every stage. A smoke run keeps its results and a README copy under --out too.
+Run folders, study databases and the data cache go under --out. A run records each stage in
+benchmarks/results/<gpu>.json (or cpu-<cpu model>.json) as soon as it ends (a campaign cut short
+goes on with the stages not done) and rewrites the README section "Measured on <gpu>" (or "on the
+CPU") from that file; --copy-to DIR also copies both there after every stage. The CPU profile's
+stages keep their folders: one cut short (Ctrl-C, a killed process) goes on from its last epoch
+when the same command runs again, and its wall time adds up over the runs. A smoke run keeps its
+results and a README copy under --out too.
 """
 
 import argparse
 import json
+import os
+import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-from benchmarks.campaign import readme, stages
+from benchmarks.campaign import cpu, readme, stages
 
 ROOT = Path(__file__).resolve().parents[2]
 # 8 minutes a GPU stage: short enough to run one stage at a time on a borrowed GPU; a stage's
 # sweeps stop when it runs out and keep what finished. A smoke stage needs 10-40 s on 2 idle
 # cores; 300 s lets it finish on a busy CPU too.
-BUDGET_S = {"gpu": 480, "smoke": 300}
+BUDGET_S = {"gpu": 480, "smoke": 300, "cpu": 4 * 3600}  # a CPU stage: 20-70 minutes
+PROFILES = {"gpu": stages.ALL, "cpu": cpu.ALL}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 class Campaign:
     """Where a campaign reads and writes, its scale, and a clock for each stage's budget."""
 
     def __init__(self, args: argparse.Namespace):
-        self.smoke = args.smoke
+        self.smoke, self.profile = args.smoke, args.profile
+        self.stages = PROFILES[self.profile]
+        self.keep = self.profile == "cpu"  # stages keep their folders and go on where they stopped
         if self.smoke:
             self.hardware, self.slug = "cpu (smoke: toy scale, not figures)", "smoke"
+        elif self.keep:
+            self.hardware = f"{cpu_model()}, {os.cpu_count()} cores"
+            self.slug = "cpu-" + "-".join(cpu_model().lower().split())
         else:
             if not torch.cuda.is_available():
                 sys.exit("error: no CUDA device; the campaign measures a GPU (--smoke: toy scale)")
             self.hardware = torch.cuda.get_device_name()
             self.slug = "-".join(self.hardware.lower().replace("nvidia", "").split())
-        default_out = Path("outputs", "campaign-smoke" if self.smoke else "campaign")
+        default_out = Path("outputs", f"campaign-{'smoke' if self.smoke else self.profile}")
         self.out = (args.out or default_out).absolute()
         self.data = args.data.absolute()
         self.copy_to = args.copy_to
@@ -54,8 +79,34 @@ class Campaign:
         if not self.readme.exists():
             self.readme.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / "README.md", self.readme)
-        self.budget_s = BUDGET_S["smoke" if self.smoke else "gpu"]
+        self.budget_s = BUDGET_S["smoke" if self.smoke else self.profile]
         self.deadline = 0.0
+
+    @contextmanager
+    def clock(self, stage: str):
+        """Seconds spent on `stage` over every run of it (with `keep`: a stage cut short and
+        run again adds up), yielded as a function; saved every 10 s in its folder."""
+        path = self.out / stage / "wall_s.txt"
+        before = float(path.read_text()) if self.keep and path.exists() else 0.0
+        t0, done = time.perf_counter(), threading.Event()
+
+        def spent() -> float:
+            return round(before + time.perf_counter() - t0, 1)
+
+        def save() -> None:
+            while not done.wait(10):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(str(spent()))
+
+        if self.keep:
+            threading.Thread(target=save, daemon=True).start()
+        try:
+            yield spent
+        finally:
+            done.set()
+            if self.keep:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(str(spent()))
 
     def left(self) -> float:
         """Seconds left of the running stage's budget."""
@@ -135,12 +186,21 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.campaign", description=__doc__.splitlines()[0]
     )
-    p.add_argument("--stages", help=f"comma-separated, of: {', '.join(stages.ALL)}")
+    p.add_argument(
+        "--stages",
+        help=f"comma-separated, of: {', '.join(stages.ALL)} (gpu); {', '.join(cpu.ALL)} (cpu)",
+    )
+    p.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="gpu",
+        help="gpu: the GPU campaign; cpu: the studies that fit 2 CPU cores (default: %(default)s)",
+    )
     p.add_argument("--smoke", action="store_true", help="toy scale on the CPU")
     p.add_argument(
         "--out",
         type=Path,
-        help="run folders, studies and the data cache (default: outputs/campaign, or "
+        help="run folders, studies and the data cache (default: outputs/campaign-<profile>, or "
         "outputs/campaign-smoke, under the current folder)",
     )
     p.add_argument(
@@ -166,21 +226,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.render:
         return render(args.render, args.readme or ROOT / "README.md")
     named = args.stages.split(",") if args.stages else []
-    unknown = [s for s in named if s not in stages.ALL]
+    known = PROFILES[args.profile]
+    unknown = [s for s in named if s not in known]
     if unknown:
         sys.exit(
-            f"error: --stages {','.join(unknown)}: no such stage; stages: {', '.join(stages.ALL)}"
+            f"error: --stages {','.join(unknown)}: no such stage of --profile {args.profile}; "
+            f"stages: {', '.join(known)}"
         )
     c = Campaign(args)
     results = load(c.results)
-    todo = named or [s for s in stages.ALL if not results.get(s, {}).get("complete")]
+    todo = named or [s for s in known if not results.get(s, {}).get("complete")]
     print(f"campaign on {c.hardware}: {', '.join(todo) or 'nothing left to measure'}", flush=True)
     for name in todo:
         c.deadline = time.monotonic() + c.budget_s
-        t0 = time.perf_counter()
-        entry = stages.ALL[name](c, results.get(name, {}))
+        with c.clock(name) as spent:
+            entry = known[name](c, results.get(name, {}))
         entry |= {
-            "wall_s": round(time.perf_counter() - t0, 1),
+            "wall_s": spent(),
             "device": c.hardware,
             "torch": torch.__version__,
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -188,9 +250,9 @@ def main(argv: list[str] | None = None) -> None:
         entry.setdefault("complete", c.left() > 0)
         results[name] = entry
         save(c, results)
+        line = readme.cpu_summary(name, entry, results) if c.keep else readme.summary(name, entry)
         print(
-            f"{name}: {'done' if entry['complete'] else 'partial'} in {entry['wall_s']} s: "
-            f"{readme.summary(name, entry)}",
+            f"{name}: {'done' if entry['complete'] else 'partial'} in {entry['wall_s']} s: {line}",
             flush=True,
         )
     print(f"results: {c.results}\nREADME section: {c.readme}")

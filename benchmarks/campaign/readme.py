@@ -7,6 +7,7 @@ marker comments and is replaced whole, so the rest of the README is never touche
 import re
 from pathlib import Path
 
+from benchmarks.campaign.cpu import ALL as CPU_STAGES
 from benchmarks.campaign.stages import ALL
 
 JPEG = "CIFAR-10 (JPEG q75 copy)"
@@ -105,6 +106,86 @@ def summary(name: str, entry: dict) -> str:
     return ""
 
 
+CPU_PUBLISHED = {
+    "cpu-s2": "3 layers of 64, kernels [5, 3, 5], lr 0.00113: 72.62% val",
+    "cpu-s0": "A 72.18% val / 71.99% test, gap 0.1119, ~37 epochs, 5.94 s/epoch; B 59.73% / "
+    "59.44%, gap 0.0865, ~55 epochs, 2.58 s/epoch (A/B 2.3x the time, 3x the FLOPs)",
+    "cpu-s4-lr": "val 80.28 / 85.82 / 84.54 % at lr 0.001 / 0.01 / 0.1 (width 64): 0.01 best",
+    "cpu-s4-detached": "detached BatchNorm fails: loss above 80, about 22% (width 64)",
+}
+CPU_WHAT = {
+    "cpu-s2": "`nas_hyperband` as published: TPE + Hyperband, 10 trials x 5 epochs, 45k/5k/10k; "
+    "the best retrained 30 epochs on 50k and tested",
+    "cpu-s0": "model A (`seq_cnn`) and B (`two_branch_cnn`) as S0's final runs: 40k/10k/10k, "
+    "Adam lr 0.001, batch 128, early stopping (val/loss, 5), plateau schedule (2), up to 60 epochs",
+    "cpu-s4-lr": "`resnet18_lr model.width=16`: SGD 0.9, crop+flip, 40k/10k/10k, 15 epochs per lr",
+    "cpu-s4-detached": "`resnet18_detached_bn model.width=16`: lr 0.01, 15 epochs",
+}
+
+
+def cpu_summary(name: str, entry: dict, results: dict) -> str:
+    """One cell of a CPU stage's figures."""
+    f = entry.get("figures", {})
+    if name == "cpu-s2":
+        return (
+            f"{f.get('layers')} layers {f.get('channels')}, kernels {f.get('kernels')}, "
+            f"lr {f.get('lr') or 0:.3g}: {_pct(f.get('best_val_acc'))} val; retrain "
+            f"{_pct(f.get('retrain_test_acc'))} test; {f.get('epochs_trained')} of "
+            f"{f.get('unpruned_epochs')} epochs trained ({f.get('pruned_trials')} trials pruned)"
+        )
+    if name == "cpu-s0":
+        parts = [
+            f"{arm} {_pct(m['val_acc'])} val / {_pct(m['test_acc'])} test, gap "
+            f"{m['train_val_gap']:.4f}, {m['epochs']} epochs, {m['s_per_epoch']:.1f} s/epoch"
+            for arm, m in f.get("models", {}).items()
+            if m.get("train_val_gap") is not None
+        ]
+        r = f.get("ratios")
+        if r:
+            parts.append(
+                f"A/B {r['s_per_epoch_a_over_b']:.2f}x the time per epoch, "
+                f"{r['flops_a_over_b']:.2f}x the FLOPs"
+            )
+        return "; ".join(parts) or "no model trained yet"
+    if name == "cpu-s4-lr":
+        text = summary("s4-lr", entry)
+        if "finding_holds" in f:
+            text += f" ({'0.01 best, 0.001 worst: holds' if f['finding_holds'] else 'differs'})"
+        return text
+    if name == "cpu-s4-detached":
+        if f.get("val_acc") is None:
+            return f"ended: {' '.join(f.get('ended', [])) or 'no figures'}"
+        batch = results.get("cpu-s4-lr", {}).get("figures", {}).get("per_lr", {}).get("0.01", {})
+        return (
+            f"detached {_pct(f['val_acc'])} val, training loss up to "
+            f"{f.get('train_loss_max') or 0:.3g}; BatchNorm (cpu-s4-lr, lr 0.01) "
+            f"{_pct(batch.get('val_acc'))}"
+        )
+    return ""
+
+
+def cpu_section(device: str, source, results: dict) -> str:
+    lines = [
+        "## Measured on the CPU (2 cores)",
+        "",
+        f"Written by `make campaign PROFILE=cpu` from `{source}`: {device}, one training process "
+        f"at a time with 2 threads. Data: {JPEG}. Each stage's command: "
+        "`make campaign PROFILE=cpu STAGES=<stage>`; a stage cut short goes on from its last "
+        "epoch when run again, and its wall time adds up over the runs.",
+        "",
+        "| stage | what | published | ours | wall min |",
+        "|---|---|---|---|---|",
+    ]
+    for name in CPU_STAGES:
+        entry = results.get(name)
+        ours = "not measured yet" if entry is None else cpu_summary(name, entry, results)
+        if entry is not None and not entry.get("complete"):
+            ours += " (partial: run the stage again to go on)"
+        wall = "-" if entry is None else f"{entry['wall_s'] / 60:.0f}"
+        lines.append(f"| {name} | {CPU_WHAT[name]} | {CPU_PUBLISHED[name]} | {ours} | {wall} |")
+    return "\n".join(lines) + "\n"
+
+
 def throughput_table(entry: dict) -> list[str]:
     lines = [
         "",
@@ -152,9 +233,12 @@ def section(device: str, source, results: dict) -> str:
 
 
 def update(readme: Path, device: str, source, results: dict) -> None:
-    """Replace (or add, before "## Limits") the section for `device` in `readme`."""
-    begin, end = f"<!-- campaign: {device} -->", f"<!-- end campaign: {device} -->"
-    block = f"{begin}\n{section(device, source, results)}{end}\n"
+    """Replace (or add, before "## Limits") the section for `device` (or the CPU's) in `readme`."""
+    on_cpu = any(name in CPU_STAGES for name in results)
+    key = "cpu" if on_cpu else device
+    text = cpu_section(device, source, results) if on_cpu else section(device, source, results)
+    begin, end = f"<!-- campaign: {key} -->", f"<!-- end campaign: {key} -->"
+    block = f"{begin}\n{text}{end}\n"
     text = readme.read_text()
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n", re.S)
     if pattern.search(text):

@@ -69,9 +69,11 @@ def scale(c, experiment: str, *gpu: str) -> list[str]:
 
 
 def sweep(c, stage: str, experiment: str, *extra: str, share: float = 1.0):
-    """Run `+experiment` as a sweep in a fresh folder; return (the call, the study, the folder)."""
+    """Run `+experiment` as a sweep in a fresh folder (with `c.keep`, in the stage's folder as it
+    is: the study goes on); return (the call, the study, the folder)."""
     out = c.out / stage
-    shutil.rmtree(out, ignore_errors=True)
+    if not c.keep:
+        shutil.rmtree(out, ignore_errors=True)
     storage = f"sqlite:///{out / 'studies.db'}"
     call = c.run(
         sys.executable,
@@ -179,12 +181,14 @@ def throughput_stage(c, previous: dict) -> dict:
     return {"figures": {"matmul_tflops": rate, "rows": rows, "profile": profile}}
 
 
-def s2_nas(c, previous: dict) -> dict:
-    call, study, out = sweep(c, "s2-nas", "nas_hyperband", *scale(c, "nas_hyperband"), share=0.7)
+def s2_nas(c, previous: dict, stage: str = "s2-nas") -> dict:
+    call, study, out = sweep(c, stage, "nas_hyperband", *scale(c, "nas_hyperband"), share=0.7)
     best = max(finished(study), key=lambda t: t.value, default=None)
+    ended = [t for t in (study.trials if study else []) if t.state.name in ("COMPLETE", "PRUNED")]
     figures = {
         "complete_trials": len(finished(study)),
-        "pruned_trials": sum(t.state.name == "PRUNED" for t in study.trials) if study else 0,
+        "pruned_trials": sum(t.state.name == "PRUNED" for t in ended),
+        "epochs_trained": sum(len(t.intermediate_values) for t in ended),
     }
     calls = [call]
     if best:
@@ -208,8 +212,8 @@ def s2_nas(c, previous: dict) -> dict:
     return {"figures": figures, "commands": calls}
 
 
-def s4_lr(c, previous: dict) -> dict:
-    call, study, out = sweep(c, "s4-lr", "resnet18_lr", *scale(c, "resnet18_lr"))
+def s4_lr(c, previous: dict, stage: str = "s4-lr", *extra: str) -> dict:
+    call, study, out = sweep(c, stage, "resnet18_lr", *scale(c, "resnet18_lr", *extra))
     per_lr = {
         str(t.params["optimizer.lr"]): {
             "val_acc": t.value,
@@ -307,20 +311,20 @@ def workers(c, previous: dict) -> dict:
 
 
 def single(c, stage: str, experiment: str, *extra: str, share: float = 1.0) -> tuple[dict, dict]:
-    """`+experiment` as one run in a fresh folder; (the call, its metrics.json)."""
+    """`+experiment` as one run in a fresh folder; (the call, its metrics.json). With `c.keep`,
+    a finished run in the stage's folder is kept, and a run cut short resumes there."""
     out = c.out / stage
-    shutil.rmtree(out, ignore_errors=True)
-    call = c.run(
-        sys.executable,
-        "-m",
-        "cifar_sweep",
-        f"+experiment={experiment}",
-        *data(c),
-        *extra,
-        f"hydra.run.dir={out}",
-        share=share,
-    )
     metrics = out / "metrics.json"
+    args = [f"+experiment={experiment}", *data(c), *extra, f"hydra.run.dir={out}"]
+    if c.keep and metrics.exists():
+        return {"command": " ".join(["-m cifar_sweep", *args]), "kept": True, "rc": 0}, json.loads(
+            metrics.read_text()
+        )
+    if not c.keep:
+        shutil.rmtree(out, ignore_errors=True)
+    elif (out / ".hydra" / "config.yaml").is_file():
+        args.append(f"resume={out}")
+    call = c.run(sys.executable, "-m", "cifar_sweep", *args, share=share)
     return call, json.loads(metrics.read_text()) if metrics.exists() else {}
 
 

@@ -15,6 +15,15 @@ from pathlib import Path
 from cifar_sweep.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+_held: dict[Path, "Tree"] | None = None  # after hold(): each tree's listing, kept
+
+
+def hold() -> None:
+    """List each tree once in this process from now on: a sweep's trials all see the files as
+    its first trial found them (and skip listing and stat-ing 60k files, about 0.6 s a trial)."""
+    global _held
+    if _held is None:
+        _held = {}
 
 
 @dataclass
@@ -62,6 +71,9 @@ def stamp(root: Path, paths: list[str]) -> str:
 def image_folder(root: Path, *, stat: bool) -> Tree:
     """train/<class>/ and test/<class>/ (images may sit in subfolders); labels follow the sorted
     class names. An empty class folder, or a class in one split only, is an error naming it."""
+    kept = _held.get(root.absolute()) if _held is not None else None
+    if kept is not None and (kept.stamp or not stat):
+        return kept
     if not root.is_dir():
         raise UserError(f"dataset.root={root} does not exist or is not a folder")
     split_classes = {}
@@ -96,6 +108,8 @@ def image_folder(root: Path, *, stat: bool) -> Tree:
             tree.files[split] += [(p, label) for p in images]
     if stat:
         tree.stamp = stamp(root, [p for split in tree.files.values() for p, _ in split])
+    if _held is not None:
+        _held[root.absolute()] = tree
     return tree
 
 
