@@ -108,6 +108,12 @@ class Campaign:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(str(spent()))
 
+    def shown(self, args) -> str:
+        """A command as the results file records it: --out and --data as <out> and <data>, so
+        it names no folder of the machine it ran on."""
+        text = " ".join(args)
+        return text.replace(str(self.out), "<out>").replace(str(self.data), "<data>")
+
     def left(self) -> float:
         """Seconds left of the running stage's budget."""
         return self.deadline - time.monotonic()
@@ -123,7 +129,7 @@ class Campaign:
         except subprocess.TimeoutExpired as e:
             rc, output = None, (e.stdout or b"").decode(errors="replace")
         call = {
-            "command": " ".join(args[2:] if args[0] == sys.executable else args),
+            "command": self.shown(args[2:] if args[0] == sys.executable else args),
             "wall_s": round(time.perf_counter() - t0, 1),
             "rc": rc,
             "stopped_by_deadline": rc is None,

@@ -317,7 +317,7 @@ def single(c, stage: str, experiment: str, *extra: str, share: float = 1.0) -> t
     metrics = out / "metrics.json"
     args = [f"+experiment={experiment}", *data(c), *extra, f"hydra.run.dir={out}"]
     if c.keep and metrics.exists():
-        return {"command": " ".join(["-m cifar_sweep", *args]), "kept": True, "rc": 0}, json.loads(
+        return {"command": c.shown(["cifar_sweep", *args]), "kept": True, "rc": 0}, json.loads(
             metrics.read_text()
         )
     if not c.keep:
