@@ -142,9 +142,11 @@ def cpu_summary(name: str, entry: dict, results: dict) -> str:
         ]
         r = f.get("ratios")
         if r:
+            time_ratio, flops_ratio = r["s_per_epoch_a_over_b"], r["flops_a_over_b"]
+            follows = 2 / 3 <= time_ratio / flops_ratio <= 3 / 2  # within 1.5x either way
             parts.append(
-                f"A/B {r['s_per_epoch_a_over_b']:.2f}x the time per epoch, "
-                f"{r['flops_a_over_b']:.2f}x the FLOPs"
+                f"A/B {time_ratio:.2f}x the time per epoch for {flops_ratio:.2f}x the FLOPs: "
+                f"runtime {'follows' if follows else 'does not follow'} FLOPs here"
             )
         return "; ".join(parts) or "no model trained yet"
     if name == "cpu-s4-lr":
