@@ -12,6 +12,9 @@ from pathlib import Path
 from benchmarks.campaign import stages
 
 WIDTH = "model.width=16"  # S4 at a width 2 cores can train in an hour (published: 64)
+# a sweep stage may be cut short many times: its interrupted trial is retried (from its last
+# epoch) each time, not only once (the default), since a grid never proposes a failed point again
+RETRY = "hydra.sweeper.max_retry=20"
 # S0's final runs: the best setting our search space allows us to justify without a search (no
 # time for one on 2 cores): Adam at its default lr 1e-3 (the Keras default such a study starts
 # from), batch 128, the models' defaults (32 filters, dropout 0.2, ReLU, He init), up to 60
@@ -85,7 +88,7 @@ def cpu_s0(c, previous: dict) -> dict:
 
 def cpu_s4_lr(c, previous: dict) -> dict:
     """S4's learning-rate finding (0.01 best, 0.001 worst) at width 16, 15 epochs each."""
-    entry = stages.s4_lr(c, previous, "cpu-s4-lr", WIDTH)
+    entry = stages.s4_lr(c, previous, "cpu-s4-lr", WIDTH, RETRY)
     per = {float(k): v["val_acc"] for k, v in entry["figures"]["per_lr"].items()}
     if len(per) == 3:
         entry["figures"]["finding_holds"] = max(per, key=per.get) == 0.01 and (
