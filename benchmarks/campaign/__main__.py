@@ -85,7 +85,7 @@ class Campaign:
     @contextmanager
     def clock(self, stage: str):
         """Seconds spent on `stage` over every run of it (with `keep`: a stage cut short and
-        run again adds up), yielded as a function; saved every 10 s in its folder."""
+        run again adds up), yielded as a function; saved every second in its folder."""
         path = self.out / stage / "wall_s.txt"
         before = float(path.read_text()) if self.keep and path.exists() else 0.0
         t0, done = time.perf_counter(), threading.Event()
@@ -93,20 +93,25 @@ class Campaign:
         def spent() -> float:
             return round(before + time.perf_counter() - t0, 1)
 
-        def save() -> None:
-            while not done.wait(10):
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(str(spent()))
+        def save() -> None:  # whole or not at all: a kill mid-write leaves the last value
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_suffix(".partial").write_text(str(spent()))
+            os.replace(path.with_suffix(".partial"), path)
 
+        def every_second() -> None:
+            while not done.wait(1):
+                save()
+
+        saver = threading.Thread(target=every_second, daemon=True)
         if self.keep:
-            threading.Thread(target=save, daemon=True).start()
+            saver.start()
         try:
             yield spent
         finally:
             done.set()
             if self.keep:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(str(spent()))
+                saver.join()
+                save()
 
     def shown(self, args) -> str:
         """A command as the results file records it: --out and --data as <out> and <data>, so
