@@ -37,12 +37,8 @@ def curve(run_dir: Path, tag: str) -> list[float]:
     for path in sorted(run_dir.glob("tb/**/events.out.tfevents.*")):
         for event in EventFileLoader(str(path)).Load():
             for value in event.summary.value:
-                if value.tag == tag:
-                    steps[event.step] = (
-                        value.tensor.float_val[0]
-                        if value.HasField("tensor")
-                        else value.simple_value
-                    )
+                if value.tag == tag:  # Lightning writes scalars as one-value tensors
+                    steps[event.step] = value.tensor.float_val[0]
     return [steps[k] for k in sorted(steps)]
 
 
