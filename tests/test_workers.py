@@ -160,6 +160,51 @@ def test_a_rerun_right_after_kill_9_finishes_the_study_without_waiting(tmp_path:
     assert {t.number for t in s.trials if t.state in FINISHED} <= folders  # none overwritten
 
 
+@pytest.mark.parametrize("done_before", [1, 2])
+def test_a_grid_point_whose_worker_died_runs_again_and_the_grid_ends_complete(done_before: int):
+    """A grid sweep run again after a crash: the point the dead worker held runs again from the
+    queue (Optuna's grid reads its grid_id when told), also when it was the last point left."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from cifar_sweep.sweep import recovery
+    from cifar_sweep.sweep.loop import WorkerLoop
+
+    grid = [0.001, 0.01, 0.1]
+    s = optuna.create_study(sampler=optuna.samplers.GridSampler({"lr": grid}, seed=0))
+    for _ in range(done_before):
+        t = s.ask()
+        s.tell(t, t.suggest_float("lr", 1e-4, 1))
+    crashed = s.ask()
+    crashed.suggest_float("lr", 1e-4, 1)
+    recovery.claim(s, crashed, worker=0, device="cpu")
+    owner = s.trials[crashed.number].user_attrs[OWNER]
+    s._storage.set_trial_user_attr(crashed._trial_id, OWNER, {**owner, "ticks": -1000})  # gone
+    launched = []
+
+    def launch(jobs, initial_job_idx):
+        launched.extend(jobs)
+        return [JobReturn(status=JobStatus.COMPLETED, _return_value=0.5) for _ in jobs]
+
+    WorkerLoop(
+        study=s,
+        n_trials=len(grid),
+        n_jobs=1,
+        grid=True,
+        failure_budget=0,
+        max_retry=1,
+        launch=launch,
+        overrides=lambda trials: [[f"lr={t.suggest_float('lr', 1e-4, 1)}"] for t in trials],
+        names=["val/acc_best"],
+        heartbeat_s=60,
+        grace_s=180,
+    ).run()
+    complete = [t for t in s.trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["lr"] for t in complete) == grid  # each point once, none lost
+    [retried] = [t for t in s.trials if t.user_attrs.get(RETRY_OF) == crashed.number]
+    assert retried.state == TrialState.COMPLETE and retried.params == crashed.params
+    assert len(launched) == len(grid) - done_before
+
+
 @pytest.mark.slow
 def test_kills_at_random_moments_never_lose_or_add_a_trial(tmp_path: Path):
     """Start-up, mid-trial, between trials: whenever kill -9 lands, the next run goes on."""

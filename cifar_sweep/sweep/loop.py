@@ -120,8 +120,8 @@ class WorkerLoop:
                     f"{failed} failed trials exceed max_failure_rate x n_trials = "
                     f"{self.failure_budget:g}; {shared_cause(study)}"
                 )
-            if self.grid and study.sampler.is_exhausted(study):
-                return
+            if self.grid and study.sampler.is_exhausted(study) and not n[WAITING]:
+                return  # a failed point counts as visited: its queued retry still runs
             todo = min(self.n_jobs, self.n_trials - finished - running)
             if todo <= 0:
                 if running:

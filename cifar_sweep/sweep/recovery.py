@@ -149,7 +149,14 @@ def requeue(study: optuna.Study, t: optuna.trial.FrozenTrial, *, max_retry: int 
         attrs[RESUME] = folder
     elif t.user_attrs.get(RESUME):  # ...or, stopped before its first epoch, from its own's
         attrs[RESUME] = t.user_attrs[RESUME]
-    study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
+    # The sampler's own records go with the point, as in Optuna's RetryFailedTrialCallback: a
+    # GridSampler reads the `grid_id` of every trial it is told about.
+    system_attrs = {**t.system_attrs, "fixed_params": t.params}
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING, user_attrs=attrs, system_attrs=system_attrs
+        )
+    )
     return True
 
 
