@@ -166,14 +166,14 @@ def save(c: Campaign, results: dict) -> None:
     """Write the results and the README section; copy both to --copy-to."""
     c.results.parent.mkdir(parents=True, exist_ok=True)
     c.results.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    readme.update(c.readme, c.hardware, shown(c.results, c.readme), results)
+    readme.update(c.readme, c.hardware, named_from_readme(c.results, c.readme), results)
     if c.copy_to:
         c.copy_to.mkdir(parents=True, exist_ok=True)
         shutil.copy(c.results, c.copy_to / c.results.name)
         shutil.copy(c.readme, c.copy_to / "README.md")
 
 
-def shown(path: Path, readme_file: Path) -> Path:
+def named_from_readme(path: Path, readme_file: Path) -> Path:
     """A path as the README names it: from the README's folder when it lies inside."""
     path, home = path.absolute(), readme_file.absolute().parent
     return path.relative_to(home) if path.is_relative_to(home) else path
@@ -189,7 +189,7 @@ def render(results_file: Path, readme_file: Path) -> None:
     if not results:
         sys.exit(f"error: --render {results_file}: no stage recorded")
     device = next(iter(results.values()))["device"]
-    readme.update(readme_file, device, shown(results_file, readme_file), results)
+    readme.update(readme_file, device, named_from_readme(results_file, readme_file), results)
     print(f"README section for {device}: {readme_file}")
 
 
