@@ -126,8 +126,8 @@ def sweep_trial(cfg: DictConfig, hc):
     """In a sweep job: the trial the sweeper handed this job; None in a plain run."""
     if "trial" not in cfg:
         return None
-    from cifar_sweep.sweep.contract import job_trial
     from cifar_sweep.sweep.recovery import take_over
+    from cifar_sweep.sweep.storage import job_trial
 
     trial = job_trial(cfg, hc.sweeper)
     take_over(trial)  # a job in a process of its own (submitit, joblib) owns its trial

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from cifar_sweep.checks import is_int
 from cifar_sweep.config_dir import CONF
 from cifar_sweep.errors import UserError, did_you_mean, exit_with, interruptible, one_line_errors
-from cifar_sweep.sweep import contract
+from cifar_sweep.sweep.storage import masked, sweeper_storage
 
 log = logging.getLogger("cifar_sweep.retrain")
 # Hydra 1.4 instantiates configured callbacks and plugins without a whitelist; ours are trusted.
@@ -46,7 +46,7 @@ def sweep_arguments(task: list[str]) -> list[str]:
 def swept_study_name(arguments: list[str], config: DictConfig | None = None) -> str:
     """The study name `python -m cifar_sweep -m <arguments>` uses, by the sweeper's own steps
     (space, sampler, hash); `config`: the sweep's composed config, if already at hand."""
-    from cifar_sweep.sweep.setup import CifarOptunaSweeperImpl
+    from cifar_sweep.sweep.sweeper import CifarOptunaSweeperImpl
 
     if config is None:
         config = GlobalHydra.instance().hydra.compose_config(
@@ -62,12 +62,12 @@ def swept_study_name(arguments: list[str], config: DictConfig | None = None) -> 
 
 def find_study(sweeper: DictConfig, name: str | None, prefix: str, arguments: list[str]):
     """The named study; else the one these overrides sweep; else the only `<prefix>-*` one."""
-    storage = contract.storage(sweeper)
+    storage = sweeper_storage(sweeper)
     names = optuna.get_all_study_names(storage)
     if name is not None:
         if name not in names:
             raise UserError(
-                f"retrain.study={name}: no such study in {contract.masked(sweeper.storage)}"
+                f"retrain.study={name}: no such study in {masked(sweeper.storage)}"
                 f"{did_you_mean(name, names)} (studies: {', '.join(names) or 'none'})"
             )
         return optuna.load_study(study_name=name, storage=storage)
@@ -78,7 +78,7 @@ def find_study(sweeper: DictConfig, name: str | None, prefix: str, arguments: li
     if len(mine) != 1:
         raise UserError(
             f"retrain.study: these overrides sweep study {swept}, which is not in "
-            f"{contract.masked(sweeper.storage)}; name one with retrain.study=NAME "
+            f"{masked(sweeper.storage)}; name one with retrain.study=NAME "
             f"({prefix}-* studies there: {', '.join(mine) or 'none'})"
         )
     log.warning("no study %s for these overrides; retraining the only one: %s", swept, mine[0])

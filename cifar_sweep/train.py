@@ -23,8 +23,8 @@ from cifar_sweep.classifier import Classifier
 from cifar_sweep.data.datamodule import ImageDataModule
 from cifar_sweep.divergence import StopOnDivergence, raise_if_diverged
 from cifar_sweep.errors import UserError
+from cifar_sweep.instantiate import build
 from cifar_sweep.resume import AtomicCheckpoint
-from cifar_sweep.targets import build
 
 log = logging.getLogger(__name__)
 # trainer.* keys the runner reads itself; every other trainer.* key is a Lightning Trainer argument

@@ -29,7 +29,7 @@ from cifar_sweep import report
 from cifar_sweep.checks import CheckOutputDir, check, check_objective
 from cifar_sweep.data import sources
 from cifar_sweep.errors import UserError, one_line
-from cifar_sweep.sweep.checks import check_sweep
+from cifar_sweep.sweep.sweep_checks import check_sweep
 
 CASES = [
     (["dataset.batch_size=1.5"], "dataset.batch_size=1.5 must be an integer > 0"),

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import ROOT, compose_cfg
 
-from cifar_sweep.targets import build
+from cifar_sweep.instantiate import build
 
 
 def options(group: str) -> list[str]:

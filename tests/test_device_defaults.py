@@ -41,7 +41,7 @@ def test_a_compiled_run_compiles_once_for_training_and_once_for_evaluation(
     and guards as the default one does, in seconds."""
     from torch._dynamo.utils import counters
 
-    from cifar_sweep.targets import build
+    from cifar_sweep.instantiate import build
 
     plain_compile = torch.nn.Module.compile
     monkeypatch.setattr(

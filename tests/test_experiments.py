@@ -19,8 +19,8 @@ from cifar_sweep import retrain
 from cifar_sweep.checks import check
 from cifar_sweep.classifier import lr_schedule
 from cifar_sweep.data import sources
+from cifar_sweep.instantiate import build
 from cifar_sweep.models.norms import DetachedBatchNorm2d
-from cifar_sweep.targets import build
 from cifar_sweep.train import train
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))

@@ -205,7 +205,7 @@ def test_a_compiled_bf16_run_compiles_twice_and_reports_what_it_tested(tmp_path:
     predictions, each batch size); the report's accuracy is the test's, to the image."""
     from torch._dynamo.utils import counters
 
-    from cifar_sweep.targets import build
+    from cifar_sweep.instantiate import build
     from cifar_sweep.train import train
 
     torch._dynamo.reset()

@@ -6,8 +6,8 @@ import torch
 from conftest import compose_cfg
 
 from cifar_sweep.errors import UserError
+from cifar_sweep.instantiate import build
 from cifar_sweep.sweep.spaces import per_layer
-from cifar_sweep.targets import build
 
 
 @pytest.mark.parametrize("layers", [2, 3, 4])

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from cifar_sweep.sweep import contract, recovery
 from cifar_sweep.sweep.contract import FAIL_KIND, OWNER, RETRY_OF, classify
+from cifar_sweep.sweep.storage import open_storage
 
 # A worker process. argv: storage url, mode, grace_s[, n_trials]. Modes: hold (claim one trial,
 # then sleep), check (one recovery pass; prints how many trials it failed), ask_then_die (killed
@@ -29,12 +30,13 @@ import logging, os, signal, sys, time
 from pathlib import Path
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
-from cifar_sweep.sweep import contract, loop, recovery
+from cifar_sweep.sweep import contract, loop, outcome, recovery
 from cifar_sweep.sweep.heartbeat import Heartbeat
+from cifar_sweep.sweep.storage import open_storage
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 url, mode, grace = sys.argv[1], sys.argv[2], int(sys.argv[3])
-storage = contract.open_storage(url, heartbeat_s=1, grace_s=grace, on_stale=recovery.Retry(1))
+storage = open_storage(url, heartbeat_s=1, grace_s=grace, on_stale=recovery.Retry(1))
 study = optuna.create_study(
     study_name="s", storage=storage, direction="maximize", load_if_exists=True
 )
@@ -53,7 +55,7 @@ else:
 
     def run_job(trial_id):
         if job == "stall":  # as a real job: its own storage, beats from training, then stalls
-            own = contract.open_storage(url, heartbeat_s=1, grace_s=grace)
+            own = open_storage(url, heartbeat_s=1, grace_s=grace)
             trial = optuna.trial.Trial(optuna.load_study(study_name="s", storage=own), trial_id)
             Heartbeat(trial, every_s=1).on_train_start(None, None)
             print("training", flush=True)
@@ -68,13 +70,13 @@ else:
         return [run_job(i) for i in ids]
 
     if job == "term_after_tell":
-        told = loop.tell
+        told = outcome.tell
 
         def tell_then_sigterm(*args):
             told(*args)
             os.kill(os.getpid(), signal.SIGTERM)
 
-        loop.tell = tell_then_sigterm
+        outcome.tell = tell_then_sigterm
     loop.WorkerLoop(
         study=study, n_trials=int(sys.argv[4]), n_jobs=1, grid=False, failure_budget=0,
         launch=launch, overrides=lambda ts: [[f"x={t.suggest_float('x', 0, 1)}"] for t in ts],
@@ -204,7 +206,7 @@ def test_a_stalled_job_is_failed_and_retried_and_its_late_result_is_kept(tmp_pat
     all, before the retry starts, its result is added and the retry steps back."""
     proc = start_worker(tmp_path, url, "loop-stall", 3, "1")
     try:
-        checker = contract.open_storage(url, heartbeat_s=1, grace_s=3, on_stale=recovery.Retry(1))
+        checker = open_storage(url, heartbeat_s=1, grace_s=3, on_stale=recovery.Retry(1))
         s = optuna.load_study(study_name="s", storage=checker)
         deadline = time.time() + 120
         while s.trials[0].state == TrialState.RUNNING and time.time() < deadline:

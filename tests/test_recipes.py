@@ -92,7 +92,7 @@ def test_every_schedule_spans_the_run_in_its_interval(option: str, warmup: int):
     import torch
 
     from cifar_sweep.classifier import lr_schedule
-    from cifar_sweep.targets import build
+    from cifar_sweep.instantiate import build
 
     cfg = compose_cfg(f"scheduler={option}", f"scheduler.warmup_epochs={warmup}")
     if warmup and option in ("reduce_on_plateau", "onecycle"):

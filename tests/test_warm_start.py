@@ -10,7 +10,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from cifar_sweep.errors import UserError
-from cifar_sweep.sweep import queue
+from cifar_sweep.sweep import warm_start
 from cifar_sweep.sweep.contract import OBJECTIVE_STD, SEEDS, WARM_START
 
 SPACE = {
@@ -66,7 +66,7 @@ def test_queued_points_run_first_and_a_warm_start_copies_without_retraining(tmp_
 )
 def test_a_bad_queued_point_is_refused_naming_it(points, message):
     with pytest.raises(UserError, match=message):
-        queue.enqueue(optuna.create_study(), points, SPACE)
+        warm_start.enqueue(optuna.create_study(), points, SPACE)
 
 
 def test_a_warm_start_from_a_missing_study_names_the_studies_there(tmp_path: Path):
@@ -95,6 +95,6 @@ def test_a_define_by_run_space_is_known_to_the_checks():
             }
         }
     )
-    dists = queue.distributions(SPACE, per_layer, config)
+    dists = warm_start.distributions(SPACE, per_layer, config)
     assert {"model.layers", "model.channels.3", "model.kernels.0"} <= set(dists)
-    queue.enqueue(optuna.create_study(), [{"model.layers": 2, "model.channels.1": 32}], dists)
+    warm_start.enqueue(optuna.create_study(), [{"model.layers": 2, "model.channels.1": 32}], dists)

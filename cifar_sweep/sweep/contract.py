@@ -1,25 +1,18 @@
-"""The contract between the sweeper and its jobs: trial keys, failure reasons, storage, pruner.
+"""The contract between the sweeper and its jobs: names and rules, nothing that acts.
 
 The sweeper hands each job its trial as `+trial.{study,id,number}` overrides; the job reopens
-the study from the storage that `hydra.sweeper` names, with the same pruner, reports to the
-trial and beats its heartbeat. Every name both sides, and the reports, rely on is spelled here
-and only here: attribute names, failure kinds, what a trial counts as (classify), job folders.
+the study (storage.py), reports to the trial and beats its heartbeat: the one road back from a
+job to the study. Every name both sides, and the reports, rely on is spelled here and only here:
+attribute names, failure kinds, what a trial counts as (classify), job folders.
 """
 
-import random
-import time
-import warnings
+from collections import Counter
 from pathlib import Path
 
 import optuna
-from omegaconf import DictConfig
-from optuna.storages import JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
-from sqlalchemy.engine import make_url
 
-from cifar_sweep.errors import UserError
-from cifar_sweep.targets import build
+from cifar_sweep.sweep.optuna_private import trial_id
 
 # Our attribute names carry a prefix: hydra-optuna-sweeper stores every fixed override as a user
 # attribute named by its key (`device=cpu` would overwrite a "device"), and ':' is never in a key.
@@ -61,6 +54,11 @@ def classify(trial: optuna.trial.FrozenTrial) -> str:
     return trial.state.name.lower()
 
 
+def states(study: optuna.Study) -> Counter:
+    """How many of the study's trials (all workers') classify() puts in each class."""
+    return Counter(classify(t) for t in study.get_trials(deepcopy=False))
+
+
 def job_batches(trials: list) -> list[list]:
     """Trials split into runs of consecutive numbers. The job-folder rule: a job's folder is its
     trial's number, and Hydra numbers a batch's folders from its first, one by one."""
@@ -94,7 +92,7 @@ def trial_overrides(study_name: str, trial: optuna.trial.Trial) -> list[str]:
     resume = trial.user_attrs.get(RESUME)
     return [
         f"+trial.study={study_name}",
-        f"+trial.id={trial._trial_id}",
+        f"+trial.id={trial_id(trial)}",
         f"+trial.number={trial.number}",
         *([f"resume={quoted(resume)}"] if resume else []),
     ]
@@ -105,72 +103,3 @@ def fail(study: optuna.Study, trial: optuna.trial.Trial, kind: str, reason: str)
     trial.set_user_attr(FAIL_KIND, kind)
     trial.set_user_attr(FAIL_REASON, reason)
     study.tell(trial, state=TrialState.FAIL)
-
-
-def masked(url: str) -> str:
-    """The storage URL with any password replaced by ***, for logs."""
-    if url.startswith("journal:"):
-        return url
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def open_storage(url: str, *, heartbeat_s: int, grace_s: int, on_stale=None):
-    """An Optuna storage for `url`: sqlite/postgresql/mysql URLs or journal:<file>.
-
-    RDB storages get heartbeats, so a trial left RUNNING by a killed or hung process is failed
-    by the next sweep process, which then calls `on_stale(study, trial)` (the sweep's retry).
-    """
-    # Heartbeats and stale-trial retries are "experimental" in Optuna since 2.8; we rely on them,
-    # and drive heartbeats around ask/tell ourselves, which Optuna's warning does not expect.
-    # (Set here, not at import: Hydra imports plugins inside warnings.catch_warnings().)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-    if url.startswith("journal:"):
-        path = Path(url.removeprefix("journal:"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    engine_kwargs = {}
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine_kwargs = {"connect_args": {"timeout": 60}}  # several workers take turns writing
-    for _ in range(5):
-        try:
-            return RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_s,
-                grace_period=grace_s,
-                heartbeat_stale_trial_callback=on_stale,
-            )
-        except (ImportError, ModuleNotFoundError) as e:
-            raise UserError(f"hydra.sweeper.storage={masked(url)}: driver missing ({e})") from None
-        except Exception as e:  # server down, bad credentials, or another worker creating it
-            error = str(e).splitlines()[0]
-            time.sleep(0.5 + random.random())  # workers starting together race to create tables
-    raise UserError(f"hydra.sweeper.storage={masked(url)}: cannot open ({error})")
-
-
-def storage(sweeper: DictConfig, url: str | None = None):
-    """The storage that a config's `hydra.sweeper` section names (or `url`), with the section's
-    heartbeat settings (for a job's own beats; only the sweep retries stale trials)."""
-    return open_storage(
-        url or sweeper.storage, heartbeat_s=sweeper.heartbeat_s, grace_s=sweeper.grace_s
-    )
-
-
-def pruner(sweeper: DictConfig) -> optuna.pruners.BasePruner:
-    """The pruner that `hydra.sweeper.pruner` configures; null means no pruning (Optuna's own
-    default for no pruner would be a MedianPruner)."""
-    return build(sweeper.pruner) if sweeper.pruner else optuna.pruners.NopPruner()
-
-
-def load_study(sweeper: DictConfig, name: str) -> optuna.Study:
-    """A study of the `hydra.sweeper` storage, with that section's pruner."""
-    return optuna.load_study(study_name=name, storage=storage(sweeper), pruner=pruner(sweeper))
-
-
-def job_trial(cfg: DictConfig, sweeper: DictConfig) -> optuna.trial.Trial | None:
-    """In a sweep job: the running trial the sweeper handed it; None in a plain run."""
-    if "trial" not in cfg:
-        return None
-    return optuna.trial.Trial(load_study(sweeper, cfg.trial.study), cfg.trial.id)

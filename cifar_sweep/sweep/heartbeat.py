@@ -12,6 +12,7 @@ import time
 import lightning as L
 import optuna
 
+from cifar_sweep.sweep import optuna_private as private
 from cifar_sweep.sweep.contract import JOB_BEATS
 
 
@@ -21,11 +22,11 @@ class Heartbeat(L.Callback):
     every_run = True  # every seed and fold of a trial beats, not only the first (repeats.py)
 
     def __init__(self, trial: optuna.trial.Trial, every_s: float):
-        self.storage, self.trial_id, self.every_s = trial.study._storage, trial._trial_id, every_s
+        self.study, self.trial_id, self.every_s = trial.study, private.trial_id(trial), every_s
         self.next = 0.0
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.storage.set_trial_system_attr(self.trial_id, JOB_BEATS, True)  # the sweep stops
+        private.set_system_attr(self.study, self.trial_id, JOB_BEATS, True)  # the sweep stops
         self._beat()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
@@ -38,12 +39,11 @@ class Heartbeat(L.Callback):
         now = time.monotonic()
         if now >= self.next:
             self.next = now + self.every_s
-            self.storage.record_heartbeat(self.trial_id)
+            private.beat(self.study, self.trial_id)
 
 
 def callbacks(trial: optuna.trial.Trial | None, every_s: float) -> list[L.Callback]:
     """The job's heartbeat callback when it runs a trial of a storage with heartbeats."""
-    storage = trial.study._storage if trial is not None else None
-    if getattr(storage, "get_heartbeat_interval", lambda: None)() is None:  # journal, plain run
+    if trial is None or not private.has_heartbeats(trial.study):  # a plain run, a journal file
         return []
     return [Heartbeat(trial, every_s)]

@@ -7,27 +7,21 @@ its next trial even when Python loses the exception (raised inside a garbage-col
 """
 
 import logging
-import math
-import re
 import signal
 import threading
-from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
 import optuna
-from hydra.core.utils import JobReturn, JobStatus
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from cifar_sweep.errors import UserError
-from cifar_sweep.sweep import recovery
+from cifar_sweep.sweep import optuna_private as private
+from cifar_sweep.sweep import outcome, recovery
 from cifar_sweep.sweep.contract import (
     CHARGED,
     COMPLETE,
-    DIVERGED,
-    ERROR,
-    FAIL_KIND,
     FAIL_REASON,
     FINISHED,
     IMPORTED,
@@ -45,6 +39,7 @@ from cifar_sweep.sweep.contract import (
     fail,
     job_batches,
     job_dir,
+    states,
     trial_overrides,
 )
 
@@ -118,7 +113,7 @@ class WorkerLoop:
             if failed > self.failure_budget:
                 raise UserError(
                     f"{failed} failed trials exceed max_failure_rate x n_trials = "
-                    f"{self.failure_budget:g}; {shared_cause(study)}"
+                    f"{self.failure_budget:g}; {outcome.shared_cause(study)}"
                 )
             if self.grid and study.sampler.is_exhausted(study) and not n[WAITING]:
                 return  # a failed point counts as visited: its queued retry still runs
@@ -168,7 +163,7 @@ class WorkerLoop:
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C (Lightning: sys.exit(1)), SIGTERM
             self.in_trial = False
             for t in trials:  # keep the interrupted points: they run first next time
-                frozen = self.study._storage.get_trial(t._trial_id)
+                frozen = private.frozen(self.study, t)
                 try:  # failed first: a trial another process ended already is queued by it
                     fail(self.study, t, INTERRUPTED, "interrupted: its point runs first next time")
                 except (UpdateFinishedTrialError, ValueError):
@@ -179,10 +174,10 @@ class WorkerLoop:
         finally:
             self.in_trial = False
         for trial, ret in zip(trials, returns, strict=True):
-            tell(self.study, trial, ret)
+            outcome.tell(self.study, trial, ret)
             self._progress(trial)
-            frozen = self.study._storage.get_trial(trial._trial_id)
-            if data_error(frozen):  # every other trial would fail the same way: stop now
+            frozen = private.frozen(self.study, trial)
+            if outcome.data_error(frozen):  # every other trial would fail the same way: stop now
                 raise UserError(
                     f"trial {trial.number} failed on its data, which no swept parameter "
                     f"changes: {frozen.user_attrs[FAIL_REASON]}"
@@ -191,20 +186,19 @@ class WorkerLoop:
     def _prepare(self, trial) -> None:
         """Record the trial's job folder; a retry that goes on from an earlier run's last epoch
         gets that run's reported values, so the pruner sees the whole curve."""
-        storage = self.study._storage
         if self.sweep_dir is not None:
             folder = str(job_dir(self.sweep_dir, trial.number))
-            storage.set_trial_user_attr(trial._trial_id, RUN_DIR, folder)
+            private.set_user_attr(self.study, trial, RUN_DIR, folder)
         if trial.user_attrs.get(RESUME) and trial.user_attrs.get(RETRY_OF) is not None:
             earlier = self.study.get_trials(deepcopy=False)[trial.user_attrs[RETRY_OF]]
             for step, value in sorted(earlier.intermediate_values.items()):
-                storage.set_trial_intermediate_value(trial._trial_id, step, value)
+                private.set_intermediate(self.study, trial, step, value)
 
     def _progress(self, trial) -> None:
         """One line per trial: trial 7 (8/50)  complete  val/acc_best=0.83  best=0.86  pruned=3;
         a failed one in one form, whatever failed it: trial 3 (4/20)  fail  diverged: ..."""
         study = self.study
-        frozen = study._storage.get_trial(trial._trial_id)
+        frozen = private.frozen(study, trial)
         n = states(study)
         line = f"{self.label}trial {trial.number} ({n[COMPLETE] + n[PRUNED]}/"
         line += f"{self.n_trials})  {frozen.state.name.lower()}"
@@ -224,19 +218,19 @@ class WorkerLoop:
     def _heartbeat(self, trials: list):
         """Beat for the launched trials until each job beats for itself (heartbeat.py), so the
         trials of a killed sweep go stale, and those of a hung job too."""
-        storage = self.study._storage  # Optuna wraps an RDBStorage in a cache: ask it, not its type
-        if getattr(storage, "get_heartbeat_interval", lambda: None)() is None:  # journal files
+        study = self.study
+        if not private.has_heartbeats(study):  # journal files
             yield
             return
-        stop, mine = threading.Event(), {t._trial_id for t in trials}
+        stop, mine = threading.Event(), {private.trial_id(t) for t in trials}
 
         def beat() -> None:
             while mine:
                 for trial_id in list(mine):
-                    if storage.get_trial(trial_id).system_attrs.get(JOB_BEATS):
+                    if private.frozen(study, trial_id).system_attrs.get(JOB_BEATS):
                         mine.discard(trial_id)  # its job beats while it makes progress
                     else:
-                        storage.record_heartbeat(trial_id)
+                        private.beat(study, trial_id)
                 if stop.wait(self.heartbeat_s):
                     return
 
@@ -249,125 +243,9 @@ class WorkerLoop:
             thread.join()
 
 
-def tell(study: optuna.Study, trial, ret: JobReturn) -> None:
-    """Record the job's outcome: COMPLETE, PRUNED, or FAIL with its kind and reason. A trial that
-    another process failed meanwhile (it judged the worker gone) keeps its result (settle_late)."""
-    state, values, kind, reason = outcome(study, ret)
-    try:
-        if state == TrialState.FAIL:
-            fail(study, trial, kind, reason)  # the progress line says why
-        else:
-            study.tell(trial, values, state=state)
-    except RuntimeError as e:  # GridSampler calls study.stop() after the last grid point
-        if isinstance(e, UpdateFinishedTrialError):
-            settle_late(study, trial, state, values)
-        elif "Study.stop" not in str(e):
-            raise
-    except ValueError:  # "Cannot tell a FAIL trial": failed before this tell began
-        if not study._storage.get_trial(trial._trial_id).state.is_finished():
-            raise
-        settle_late(study, trial, state, values)
-
-
-def outcome(study: optuna.Study, ret: JobReturn):
-    """(state, values, fail kind, reason) of a job's return."""
-    if ret.status == JobStatus.COMPLETED:
-        value = ret.return_value
-        values = list(value) if isinstance(value, list | tuple) else [value]
-        try:
-            values = [float(v) for v in values]
-            if all(map(math.isfinite, values)) and len(values) == len(study.directions):
-                return TrialState.COMPLETE, values, None, None
-        except (TypeError, ValueError):
-            pass
-        return (
-            TrialState.FAIL,
-            None,
-            ERROR,
-            f"objective {value!r} is not {len(study.directions)} finite number(s)",
-        )
-    err = ret._return_value
-    if isinstance(err, optuna.TrialPruned):
-        return TrialState.PRUNED, None, None, None
-    reason = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
-    reason = reason.splitlines()[0][:500]
-    # divergence.StopOnNonFinite's UserError is the one that opens "diverged:"
-    return TrialState.FAIL, None, DIVERGED if reason.startswith("diverged:") else ERROR, reason
-
-
-def shared_cause(study: optuna.Study) -> str:
-    """The reason the charged failures share (most of them), or where to look."""
-    reasons = Counter(
-        t.user_attrs.get(FAIL_REASON, "")
-        for t in study.get_trials(deepcopy=False)
-        if classify(t) in CHARGED
-    )
-    (reason, count), total = reasons.most_common(1)[0], reasons.total()
-    if reason and count == total:
-        return f"{'it' if total == 1 else f'all {total}'} failed with: {reason}"
-    if reason and count >= 2:
-        return f"{count} of {total} failed with: {reason}"
-    return "each failed its own way: see each trial's line in the log"
-
-
-def data_error(trial: optuna.trial.FrozenTrial) -> bool:
-    """Whether a trial failed before its first epoch on an error that names dataset.* keys
-    only, none of them swept: the data, the same for every trial (mixed image sizes)."""
-    if classify(trial) != ERROR or trial.last_step is not None:
-        return False
-    keys = re.findall(r"\b([a-z_]+(?:\.[a-z_0-9]+)+)=", trial.user_attrs.get(FAIL_REASON, ""))
-    swept = [p for p in trial.params if p.startswith("dataset.")]
-    return bool(keys) and all(k.startswith("dataset.") for k in keys) and not swept
-
-
-def settle_late(study: optuna.Study, trial, state: TrialState, values) -> None:
-    """A trial finished here after another process had failed it and queued its point again.
-    A finished result is kept: added as a new trial if the retry has not started (the retry
-    steps back, "not run"), else the retry's run is kept and this one dropped."""
-    storage, number = study._storage, trial.number
-    frozen = storage.get_trial(trial._trial_id)
-    if state not in (TrialState.COMPLETE, TrialState.PRUNED):
-        log.warning("trial %d ended %s, but was failed elsewhere already", number, state.name)
-        return
-    retries = study.get_trials(deepcopy=False)
-    retry = next((t for t in retries if t.user_attrs.get(RETRY_OF) == number), None)
-    if retry is not None and not _take(storage, retry._trial_id):
-        log.warning("trial %d finished after it was failed; its retry runs: kept", number)
-        return
-    if retry is not None:
-        storage.set_trial_user_attr(retry._trial_id, FAIL_KIND, NOT_RUN)
-        storage.set_trial_user_attr(retry._trial_id, FAIL_REASON, f"not run: {number} finished")
-        storage.set_trial_state_values(retry._trial_id, state=TrialState.FAIL)
-    attrs = {k: v for k, v in frozen.user_attrs.items() if k not in (FAIL_KIND, FAIL_REASON)}
-    added = optuna.trial.create_trial(
-        state=state,
-        values=values if state == TrialState.COMPLETE else None,
-        params=frozen.params,
-        distributions=frozen.distributions,
-        intermediate_values=frozen.intermediate_values,
-        user_attrs={**attrs, RETRY_OF: number},
-    )
-    study.add_trial(added)
-    log.warning("trial %d finished after it was failed elsewhere: its result kept", number)
-
-
-def _take(storage, trial_id: int) -> bool:
-    """Take a queued trial as ask() would (WAITING -> RUNNING, atomic), so it never starts;
-    False when it has started or ended already."""
-    try:
-        return storage.set_trial_state_values(trial_id, state=TrialState.RUNNING)
-    except UpdateFinishedTrialError:
-        return False
-
-
 def _ran(t: optuna.trial.FrozenTrial) -> bool:
     """Whether a trial was run (or is running) by a worker, not queued or copied in."""
     return classify(t) not in (IMPORTED, WAITING)
-
-
-def states(study: optuna.Study) -> Counter:
-    """How many of the study's trials (all workers') classify() puts in each class."""
-    return Counter(classify(t) for t in study.get_trials(deepcopy=False))
 
 
 def drop_surplus(study: optuna.Study, trials: Sequence, n_trials: int) -> list:

@@ -5,6 +5,8 @@ import warnings
 import lightning as L
 import optuna
 
+from cifar_sweep.sweep import optuna_private as private
+
 
 class ReportToTrial(L.Callback):
     """Report the objective to the Optuna trial after every validation; stop when it is pruned.
@@ -31,8 +33,7 @@ class ReportToTrial(L.Callback):
                 self._warned = True
             return
         epoch = trainer.current_epoch
-        storage = self.trial.study._storage
-        if epoch in storage.get_trial(self.trial._trial_id).intermediate_values:
+        if epoch in private.frozen(self.trial.study, self.trial).intermediate_values:
             return  # a resumed trial: reported by the run it goes on from
         self.trial.report(float(trainer.callback_metrics[self.monitor]), step=epoch)
         if self.trial.should_prune():

@@ -24,6 +24,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from cifar_sweep.sweep import optuna_private as private
 from cifar_sweep.sweep import slurm
 from cifar_sweep.sweep.contract import (
     FAIL_KIND,
@@ -91,24 +92,22 @@ def this_process(*, worker: int, device: str, trial: int) -> dict:
 def claim(study: optuna.Study, trial: optuna.trial.Trial, *, worker: int, device: str) -> None:
     """Mark `trial`, just asked, as this process's: a first heartbeat, then the owner (one write).
     A process killed before the owner is written leaves a trial that `orphans` finds by age."""
-    storage = study._storage
-    if getattr(storage, "get_heartbeat_interval", lambda: None)() is not None:
-        storage.record_heartbeat(trial._trial_id)
+    if private.has_heartbeats(study):
+        private.beat(study, trial)
     owner = this_process(worker=worker, device=device, trial=trial.number)
-    storage.set_trial_user_attr(trial._trial_id, OWNER, owner)
+    private.set_user_attr(study, trial, OWNER, owner)
 
 
 def take_over(trial: optuna.trial.Trial) -> None:
     """In a job: own the trial the sweep process claimed, when the job runs in another process
     (a submitit job on a node, a joblib worker), so the owner names the job's host, pid and
     SLURM job; a job in the sweep process itself changes nothing."""
-    storage = trial.study._storage
-    owner = storage.get_trial(trial._trial_id).user_attrs.get(OWNER) or {}
+    owner = private.frozen(trial.study, trial).user_attrs.get(OWNER) or {}
     mine = this_process(
         worker=owner.get("worker", 0), device=owner.get("device", "auto"), trial=trial.number
     )
     if (owner.get("host"), owner.get("pid")) != (mine["host"], mine["pid"]):
-        storage.set_trial_user_attr(trial._trial_id, OWNER, mine)
+        private.set_user_attr(trial.study, trial, OWNER, mine)
 
 
 def gone(owner: dict) -> bool:
@@ -162,7 +161,8 @@ def requeue(study: optuna.Study, t: optuna.trial.FrozenTrial, *, max_retry: int 
 
 class Retry:
     """Optuna's stale-trial callback: queue the silent trial's point again, with the counter that
-    `recover` uses (Optuna's own retry callback would keep a second one)."""
+    `recover` uses. Not Optuna's RetryHeartbeatStaleTrialCallback: it would keep a second retry
+    counter, and its retry would not go on from the failed trial's last checkpoint."""
 
     def __init__(self, max_retry: int):
         self.max_retry = max_retry
@@ -175,14 +175,14 @@ class Retry:
 def recover(study: optuna.Study, *, max_retry: int, grace_s: float) -> int:
     """Fail orphaned trials and queue their points again; return how many there were. Of several
     processes that find the same orphan, only the one whose update fails it queues it."""
-    storage, recovered = study._storage, 0
+    recovered = 0
     for t in orphans(study, grace_s=grace_s):
         claimed = t.user_attrs.get(OWNER, {}).get("trial") == t.number
         reason = "worker died" if claimed else "worker died before it claimed the trial"
         try:
-            storage.set_trial_user_attr(t._trial_id, FAIL_KIND, WORKER_DIED)
-            storage.set_trial_user_attr(t._trial_id, FAIL_REASON, reason)
-            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+            private.set_user_attr(study, t, FAIL_KIND, WORKER_DIED)
+            private.set_user_attr(study, t, FAIL_REASON, reason)
+            if not private.set_state(study, t, TrialState.FAIL):
                 continue
         except UpdateFinishedTrialError:  # another process failed it first, or it finished
             continue

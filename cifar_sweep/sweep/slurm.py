@@ -3,14 +3,17 @@ index the task id), it uses the CPUs it was given, its trials record the job, an
 job the scheduler no longer runs is recovered at once, from any node that can ask the scheduler.
 
 Read from SLURM's own environment variables and `scontrol`; nothing here when not under SLURM.
+Not Lightning's SLURMEnvironment(auto_requeue): it requeues the one job that was signalled, so its
+trial would wait for that job's turn in the queue; here any worker of the study goes on with the
+point from its last checkpoint at once.
 """
 
 import logging
 import os
+import re
 import shutil
 import subprocess
-from contextlib import contextmanager
-from unittest import mock
+from pathlib import Path
 
 
 def array_task() -> int | None:
@@ -69,39 +72,32 @@ def gone(owner: dict) -> bool | None:
 
 def launch_cancelling(launcher):
     """`launcher.launch`, which for Hydra's submitit launchers cancels the jobs it submitted when
-    the sweep stops (Ctrl-C, SIGTERM, an error): no job outlives its sweep. Others: as they are."""
+    the sweep stops (Ctrl-C, SIGTERM, an error): no job outlives its sweep. Others: as they are.
+    The jobs are found where submitit keeps them: one folder per job id under the launcher's
+    `submitit_folder` (`.../.submitit/%j`), so nothing of submitit's is patched."""
     if not type(launcher).__module__.startswith("hydra_plugins.hydra_submitit_launcher"):
         return launcher.launch
+    jobs_folder = Path(str(launcher.params.get("submitit_folder", "")).split("%j")[0])
 
     def launch(job_overrides, initial_job_idx):
-        import submitit
-
         _quiet_sacct()
-        with _recorded(submitit.AutoExecutor) as submitted:
-            try:
-                return launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
-            except BaseException:
-                for job in submitted:
-                    job.cancel(check=False)
-                raise
+        before = _job_ids(jobs_folder)
+        try:
+            return launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
+        except BaseException:
+            submitted = sorted(_job_ids(jobs_folder) - before)
+            if submitted and shutil.which("scancel"):
+                subprocess.run(["scancel", *submitted], capture_output=True, timeout=30)
+            raise
 
     return launch
 
 
-@contextmanager
-def _recorded(executor_class):
-    """The jobs that executor_class.map_array submits meanwhile (the submitit launcher keeps
-    them to itself)."""
-    submitted = []
-    original = executor_class.map_array
-
-    def map_array(executor, *args, **kwargs):
-        jobs = original(executor, *args, **kwargs)
-        submitted.extend(jobs)
-        return jobs
-
-    with mock.patch.object(executor_class, "map_array", map_array):
-        yield submitted
+def _job_ids(folder: Path) -> set[str]:
+    """The SLURM job ids (`123`, or `123_4` for an array task) of submitit's job folders."""
+    if not folder.is_dir():
+        return set()
+    return {p.name for p in folder.iterdir() if re.fullmatch(r"\d+(_\d+)?", p.name)}
 
 
 class _SacctOnce(logging.Filter):

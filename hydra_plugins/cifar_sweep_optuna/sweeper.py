@@ -11,17 +11,17 @@ from hydra_plugins.cifar_sweep_optuna import config as _schema  # noqa: F401
 
 
 class CifarOptunaSweeper(Sweeper):
-    """Checks the sweep's values, then builds it (`cifar_sweep.sweep.setup`); the fields are
+    """Checks the sweep's values, then builds it (`cifar_sweep.sweep.sweeper`); the fields are
     those of `config.CifarOptunaSweeperConf`."""
 
     def __init__(self, **fields):
         self.fields = fields
 
     def setup(self, *, hydra_context, task_function, config) -> None:
-        from cifar_sweep.sweep.checks import check_sweep
+        from cifar_sweep.sweep.sweep_checks import check_sweep
 
         check_sweep(config)  # a bad value is answered before the study's heavy imports
-        from cifar_sweep.sweep.setup import CifarOptunaSweeperImpl
+        from cifar_sweep.sweep.sweeper import CifarOptunaSweeperImpl
 
         self.sweeper = CifarOptunaSweeperImpl(**self.fields)
         self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)

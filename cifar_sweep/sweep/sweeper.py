@@ -6,7 +6,7 @@ reason, within a failure budget; `n_trials` counts the study's finished trials, 
 second worker continues the same study; `workers` starts asynchronous worker processes pinned to
 devices (workers); trials of dead workers are failed and retried at once where their process
 can be seen, after heartbeats elsewhere (recovery), which the jobs beat while they progress;
-known points and earlier studies seed the study (queue); job folders are trial numbers; one
+known points and earlier studies seed the study (warm_start); job folders are trial numbers; one
 report is written at the end.
 Search-space parsing, the custom search space and trial configuration are the library's.
 """
@@ -27,9 +27,11 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from cifar_sweep import report
 from cifar_sweep.errors import UserError, exit_with
-from cifar_sweep.sweep import contract, queue, recovery, slurm, workers
-from cifar_sweep.sweep.loop import WorkerLoop, states
-from cifar_sweep.targets import build
+from cifar_sweep.instantiate import build
+from cifar_sweep.sweep import contract, recovery, slurm, warm_start, workers
+from cifar_sweep.sweep.contract import states
+from cifar_sweep.sweep.loop import WorkerLoop
+from cifar_sweep.sweep.storage import masked, open_storage, pruner
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,7 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         self.workers, self.devices, self.worker = workers, devices, worker
         if OmegaConf.is_config(enqueue):
             enqueue = OmegaConf.to_container(enqueue)
-        self.queue = {"enqueue": enqueue, "warm_start": warm_start}
+        self.seeds = {"enqueue": enqueue, "warm_start": warm_start}
         self.plots = plots
 
     def sweep(self, arguments: list[str]) -> None:
@@ -135,18 +137,18 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         directions = self._get_directions()
         the_study = optuna.create_study(
             study_name=self._study_name(space, fixed, fixed_overrides, directions, sampler),
-            storage=contract.open_storage(
+            storage=open_storage(
                 self.storage, **self.heartbeat, on_stale=recovery.Retry(self.max_retry)
             ),
             sampler=sampler,
-            pruner=contract.pruner(self.config.hydra.sweeper),
+            pruner=pruner(self.config.hydra.sweeper),
             directions=directions,
             load_if_exists=True,
         )
         log.info(
             "study %s in %s: %s, %s, %d trials wanted, %d finished already",
             the_study.study_name,
-            contract.masked(self.storage),
+            masked(self.storage),
             type(sampler).__name__,
             type(the_study.pruner).__name__,
             n_trials,
@@ -161,9 +163,11 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         if task is not None:
             log.info("worker %d: SLURM array task, %s CPU threads", worker, threads or "default")
         if launching and not task:  # one array task (task 0) seeds the study, not each
-            dists = queue.distributions(space, self.custom_search_space_extender, self.config)
-            queue.enqueue(the_study, self.queue["enqueue"], dists, n_trials)
-            queue.warm_start(the_study, self.queue["warm_start"], self.config.hydra.sweeper, dists)
+            dists = warm_start.distributions(space, self.custom_search_space_extender, self.config)
+            warm_start.enqueue(the_study, self.seeds["enqueue"], dists, n_trials)
+            warm_start.copy_finished(
+                the_study, self.seeds["warm_start"], self.config.hydra.sweeper, dists
+            )
         try:
             if self.workers > 1:
                 workers.run(self.config, self.workers, self.devices)

@@ -15,7 +15,9 @@ from optuna.trial import TrialState
 
 from cifar_sweep.errors import UserError
 from cifar_sweep.sweep import contract
+from cifar_sweep.sweep import optuna_private as private
 from cifar_sweep.sweep.contract import classify
+from cifar_sweep.sweep.storage import masked, sweeper_storage
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ def distributions(space: dict, extend: Callable | None, config) -> dict[str, Bas
         for _ in range(32):
             trial = scratch.ask()
             extend(config, trial)
-            found.update(scratch._storage.get_trial(trial._trial_id).distributions)
+            found.update(private.frozen(scratch, trial).distributions)
             scratch.tell(trial, 0.0)
     return found
 
@@ -44,11 +46,7 @@ def _misfit(params: dict, dists: dict[str, BaseDistribution]) -> str | None:
     for name, value in params.items():
         if name not in dists:
             return f"{name} is not in the search space {sorted(dists)}"
-        try:
-            inside = dists[name]._contains(dists[name].to_internal_repr(value))
-        except (ValueError, TypeError):
-            inside = False
-        if not inside:
+        if not private.contains(dists[name], value):
             return f"{name}={value!r} is outside the search space ({dists[name]})"
     return None
 
@@ -89,17 +87,17 @@ def _source(spec: str, study: optuna.Study, sweeper) -> optuna.Study:
     name, _, url = spec.partition("@")
     # the same storage object when it is the same storage: a second sqlite connection in this
     # process would hold a lock that the sweep's own writes then wait for
-    storage = contract.storage(sweeper, url=url) if url else study._storage
+    storage = sweeper_storage(sweeper, url=url) if url else private.storage(study)
     names = optuna.get_all_study_names(storage)
     if name not in names:
-        where = contract.masked(url or sweeper.storage)
+        where = masked(url or sweeper.storage)
         raise UserError(
             f"hydra.sweeper.warm_start={spec}: no study {name!r} in {where}; studies there: {names}"
         )
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def warm_start(study: optuna.Study, spec: str | None, sweeper, dists) -> None:
+def copy_finished(study: optuna.Study, spec: str | None, sweeper, dists) -> None:
     """Copy the finished trials of the study `spec` names that fit this space, once."""
     if not spec:
         return
