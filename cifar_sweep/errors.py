@@ -39,6 +39,11 @@ class UserError(Exception):
     """A mistake in the user's config or data: reported as one line, never as a traceback."""
 
 
+class SharedCauseError(UserError):
+    """A failure that no swept value changes (a full disk, unreadable data): a sweep stops at
+    the first one, and the point it hit is queued again for the rerun that follows the fix."""
+
+
 def full_error_wanted() -> bool:
     """Whether the user asked for whole tracebacks with HYDRA_FULL_ERROR=1, as Hydra reads it."""
     return os.environ.get(USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "")) == "1"
