@@ -126,7 +126,7 @@ def sweep_trial(cfg: DictConfig, hc):
     """In a sweep job: the trial the sweeper handed this job; None in a plain run."""
     if "trial" not in cfg:
         return None
-    from cifar_sweep.sweep.recovery import take_over
+    from cifar_sweep.sweep.ownership import take_over
     from cifar_sweep.sweep.storage import job_trial
 
     trial = job_trial(cfg, hc.sweeper)

@@ -14,7 +14,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import OverrideParseException
 from optuna.trial import TrialState
 
-from cifar_sweep.sweep import contract, loop, outcome, recovery
+from cifar_sweep.sweep import contract, loop, outcome, ownership, recovery
 from cifar_sweep.sweep.contract import FAIL_KIND, RETRY_OF, WARM_START, classify
 
 ATTRIBUTE_CALLS = {"set_user_attr", "set_system_attr", "set_trial_user_attr", "get"}
@@ -150,7 +150,7 @@ def test_a_late_result_leaves_a_started_retry_running(caplog):
     retry's run is kept, live; nothing is added and nothing raises."""
     s = optuna.create_study(direction="maximize")
     first = s.ask()
-    recovery.claim(s, first, worker=0, device="cpu")
+    ownership.claim(s, first, worker=0, device="cpu")
     frozen = s._storage.get_trial(first._trial_id)
     s._storage.set_trial_state_values(first._trial_id, state=TrialState.FAIL)  # judged silent
     recovery.requeue(s, frozen, max_retry=1)

@@ -16,40 +16,45 @@ import pytest
 from conftest import ROOT
 from optuna.trial import TrialState
 
-from cifar_sweep.sweep import contract, recovery
+from cifar_sweep.sweep import contract, ownership, recovery
 from cifar_sweep.sweep.contract import FAIL_KIND, OWNER, RETRY_OF, classify
 from cifar_sweep.sweep.storage import open_storage
 
 # A worker process. argv: storage url, mode, grace_s[, n_trials]. Modes: hold (claim one trial,
 # then sleep), check (one recovery pass; prints how many trials it failed), ask_then_die (killed
-# between ask and claim), and loop-<job> (the WorkerLoop, whose stand-in job is: instant;
-# stall, which beats once as training would, says "training", then makes no progress until the
-# file `go` appears; term_after_tell, which gets SIGTERM right after its first trial is told).
+# between ask and claim), ask_then_wait (alive, not claiming yet), and loop-<job> (the
+# WorkerLoop, whose stand-in job is: instant; stall, which beats once as training would, says
+# "training", then makes no progress until the file `go` appears; term_after_tell, which gets
+# SIGTERM right after its first trial is told).
 WORKER = r"""
 import logging, os, signal, sys, time
 from pathlib import Path
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
-from cifar_sweep.sweep import contract, loop, outcome, recovery
+from cifar_sweep.sweep import contract, loop, outcome, ownership, recovery
 from cifar_sweep.sweep.heartbeat import Heartbeat
 from cifar_sweep.sweep.storage import open_storage
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 url, mode, grace = sys.argv[1], sys.argv[2], int(sys.argv[3])
-storage = open_storage(url, heartbeat_s=1, grace_s=grace, on_stale=recovery.Retry(1))
+storage = open_storage(url, heartbeat_s=1, grace_s=grace)
 study = optuna.create_study(
     study_name="s", storage=storage, direction="maximize", load_if_exists=True
 )
 if mode == "hold":
     trial = study.ask()
-    recovery.claim(study, trial, worker=0, device="cpu")
+    ownership.claim(study, trial, worker=0, device="cpu")
     print("claimed", trial.number, flush=True)
     time.sleep(600)
 elif mode == "check":
     print(recovery.recover(study, max_retry=1, grace_s=grace), flush=True)
-elif mode == "ask_then_die":
+elif mode.startswith("ask_then_"):  # registered as a loop's worker is, killed before it claims
+    ownership.register(study, worker=0, device="cpu")
     study.ask()
-    os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "ask_then_die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    print("asked", flush=True)
+    time.sleep(600)
 else:
     job = mode.removeprefix("loop-")
 
@@ -57,7 +62,7 @@ else:
         if job == "stall":  # as a real job: its own storage, beats from training, then stalls
             own = open_storage(url, heartbeat_s=1, grace_s=grace)
             trial = optuna.trial.Trial(optuna.load_study(study_name="s", storage=own), trial_id)
-            Heartbeat(trial, every_s=1).on_train_start(None, None)
+            Heartbeat(trial, every_s=1).on_train_batch_end(None, None, None, None, 0)
             print("training", flush=True)
             while not Path("go").exists():
                 time.sleep(0.2)
@@ -155,11 +160,11 @@ def test_a_live_owner_is_not_failed_by_a_checker_whose_boot_clock_is_offset(tmp_
 
 
 def test_start_ticks_match_within_a_tolerance_and_not_beyond():
-    me = recovery.this_process(worker=0, device="cpu", trial=0)
-    assert not recovery.gone(me)
-    assert not recovery.gone({**me, "ticks": me["ticks"] + recovery.TICKS_TOLERANCE})
-    assert recovery.gone({**me, "ticks": me["ticks"] + 100})  # another process, same pid
-    assert not recovery.gone({**me, "boot": "another-boot", "ticks": 0})  # cannot see: wait
+    me = ownership.this_process(worker=0, device="cpu", trial=0)
+    assert not ownership.gone(me)
+    assert not ownership.gone({**me, "ticks": me["ticks"] + ownership.TICKS_TOLERANCE})
+    assert ownership.gone({**me, "ticks": me["ticks"] + 100})  # another process, same pid
+    assert not ownership.gone({**me, "boot": "another-boot", "ticks": 0})  # cannot see: wait
 
 
 @pytest.mark.slow  # real processes, tens of seconds; make test-slow and CI run it
@@ -185,17 +190,23 @@ def test_workers_in_two_pid_namespaces_never_fail_each_others_live_trials(tmp_pa
 
 
 @pytest.mark.slow  # real processes, tens of seconds; make test-slow and CI run it
-def test_a_worker_killed_between_ask_and_claim_does_not_stop_the_study_short(tmp_path, url):
+def test_a_worker_killed_between_ask_and_claim_is_recovered_at_once(tmp_path, url):
+    """A trial asked but not yet claimed waits while a worker that may claim it lives, and is
+    recovered by the very next process once every such worker is gone (no grace_s wait)."""
+    alive = start_worker(tmp_path, url, "ask_then_wait", 600)
+    try:
+        assert run_worker(tmp_path, url, "check", 600).stdout.strip() == "0"  # it may claim
+    finally:
+        stop(alive)
+    assert run_worker(tmp_path, url, "check", 600).stdout.strip() == "1"  # gone: at once
     died = run_worker(tmp_path, url, "ask_then_die", 600)
     assert died.returncode == -signal.SIGKILL
-    assert run_worker(tmp_path, url, "check", 600).stdout.strip() == "0"  # young: might claim
-    time.sleep(3)
-    done = run_worker(tmp_path, url, "loop-instant", 2, "2")  # older than grace_s: dead
+    done = run_worker(tmp_path, url, "loop-instant", 600, "2")  # grace_s far away: at once
     assert done.returncode == 0, done.stderr[-3000:]
     assert "running in other workers" not in done.stderr
     s = load(url)
     assert [classify(t) for t in s.trials].count(contract.COMPLETE) == 2
-    assert classify(s.trials[0]) == contract.WORKER_DIED
+    assert [classify(t) for t in s.trials[:2]] == [contract.WORKER_DIED] * 2
     assert not s.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
 
 
@@ -206,11 +217,11 @@ def test_a_stalled_job_is_failed_and_retried_and_its_late_result_is_kept(tmp_pat
     all, before the retry starts, its result is added and the retry steps back."""
     proc = start_worker(tmp_path, url, "loop-stall", 3, "1")
     try:
-        checker = open_storage(url, heartbeat_s=1, grace_s=3, on_stale=recovery.Retry(1))
+        checker = open_storage(url, heartbeat_s=1, grace_s=3)
         s = optuna.load_study(study_name="s", storage=checker)
         deadline = time.time() + 120
         while s.trials[0].state == TrialState.RUNNING and time.time() < deadline:
-            optuna.storages.fail_stale_trials(s)  # what any other worker does each round
+            recovery.recover(s, max_retry=1, grace_s=3)  # what any other worker does each round
             time.sleep(0.5)
         first, retry = s.trials
         assert classify(first) == contract.WORKER_DIED and proc.poll() is None  # hung, alive
@@ -221,6 +232,8 @@ def test_a_stalled_job_is_failed_and_retried_and_its_late_result_is_kept(tmp_pat
         proc.kill()
     assert proc.returncode == 0 and "Traceback" not in err, err[-3000:]
     assert "result kept" in err
+    # the woken worker's line for its trial says what happened, not "no reason recorded"
+    assert "fail  no heartbeat for 3 s (grace_s): hung" in err and "a retry keeps the point" in err
     first, retry, late = load(url).trials
     assert retry.user_attrs[FAIL_KIND] == contract.NOT_RUN
     assert late.state == TrialState.COMPLETE and late.value == 0.5 and late.params == first.params

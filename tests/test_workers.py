@@ -166,7 +166,7 @@ def test_a_grid_point_whose_worker_died_runs_again_and_the_grid_ends_complete(do
     queue (Optuna's grid reads its grid_id when told), also when it was the last point left."""
     from hydra.core.utils import JobReturn, JobStatus
 
-    from cifar_sweep.sweep import recovery
+    from cifar_sweep.sweep import ownership
     from cifar_sweep.sweep.loop import WorkerLoop
 
     grid = [0.001, 0.01, 0.1]
@@ -176,7 +176,7 @@ def test_a_grid_point_whose_worker_died_runs_again_and_the_grid_ends_complete(do
         s.tell(t, t.suggest_float("lr", 1e-4, 1))
     crashed = s.ask()
     crashed.suggest_float("lr", 1e-4, 1)
-    recovery.claim(s, crashed, worker=0, device="cpu")
+    ownership.claim(s, crashed, worker=0, device="cpu")
     owner = s.trials[crashed.number].user_attrs[OWNER]
     s._storage.set_trial_user_attr(crashed._trial_id, OWNER, {**owner, "ticks": -1000})  # gone
     launched = []

@@ -29,11 +29,13 @@ OBJECTIVE = PREFIX + "objective"  # study attribute: the metric name(s) the valu
 JOB_BEATS = PREFIX + "job_beats"  # system attribute: the job beats the heartbeat from now on
 RUN_DIR = PREFIX + "run_dir"  # the trial's job folder (absolute), where it keeps last.ckpt
 RESUME = PREFIX + "resume"  # on a queued retry: the job folder whose last.ckpt it goes on from
+WORKER = PREFIX + "worker:"  # study system attribute per sweep process: its owner record, or None
 
 # Failure kinds. Only the CHARGED ones are the trial's fault and spend the failure budget.
 DIVERGED, ERROR = "diverged", "error"
 CHARGED = (DIVERGED, ERROR)
 INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM while it ran; its point is queued again
+SHARED = "shared_cause"  # no swept value changes it (a full disk): the sweep stops, point queued
 WORKER_DIED = "worker_died"  # its process died or went silent; retried up to max_retry
 NOT_RUN = "not_run"  # asked past n_trials, or a retry whose first run finished after all
 

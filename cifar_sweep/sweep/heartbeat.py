@@ -1,10 +1,12 @@
 """A trial's heartbeat, beaten by the job while training makes progress.
 
-The sweep process beats for a job only until the job's training starts; from then on the job
-beats from its own training and validation steps, so a job that hangs (a deadlock, a stuck data
-loader) stops beating and Optuna's stale check fails and retries it after `grace_s`. A beat is a
-storage write at most every `heartbeat_s`; between beats a step costs one clock read.
-Hand-written: Optuna's heartbeats come from a thread, which beats for a hung job forever.
+The sweep process beats for a job until the job's first training step has ended (a job waiting
+in a queue, a cold cache, a long first compiled step are all covered); from then on the job
+beats from its own training, validation, test and prediction steps, so a job that hangs (a
+deadlock, a stuck data loader) stops beating and is failed and retried after `grace_s`
+(recovery.py). A beat is a storage write at most every `heartbeat_s`; between beats a step costs
+one clock read. Hand-written: Optuna's heartbeats come from a thread, which beats for a hung job
+forever.
 """
 
 import time
@@ -23,16 +25,21 @@ class Heartbeat(L.Callback):
 
     def __init__(self, trial: optuna.trial.Trial, every_s: float):
         self.study, self.trial_id, self.every_s = trial.study, private.trial_id(trial), every_s
-        self.next = 0.0
-
-    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        private.set_system_attr(self.study, self.trial_id, JOB_BEATS, True)  # the sweep stops
-        self._beat()
+        self.next, self.beating = 0.0, False
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
+        if not self.beating:  # from now on the sweep process stops beating for this trial
+            private.set_system_attr(self.study, self.trial_id, JOB_BEATS, True)
+            self.beating = True
         self._beat()
 
     def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, *args) -> None:
+        self._beat()
+
+    def on_test_batch_end(self, trainer, module, outputs, batch, batch_idx, *args) -> None:
+        self._beat()
+
+    def on_predict_batch_end(self, trainer, module, outputs, batch, batch_idx, *args) -> None:
         self._beat()
 
     def _beat(self) -> None:

@@ -1,9 +1,11 @@
 """The worker loop: ask the study for trials, run them through the launcher, tell the outcome.
 
-A trial is claimed the moment it is asked (recovery.claim). SIGTERM (scancel, a pre-empted node)
-between trials ends the loop before it asks for another; during a trial it ends the trial as
-interrupted, queued to run first next time, as Ctrl-C does. Either signal stops the loop before
-its next trial even when Python loses the exception (raised inside a garbage-collector hook).
+A trial is claimed the moment it is asked (ownership.claim), and the loop's process is
+registered on the study while it runs, so a kill between the two is recovered at once. SIGTERM
+(scancel, a pre-empted node) between trials ends the loop before it asks for another; during a
+trial it ends the trial as interrupted, queued to run first next time, as Ctrl-C does. Either
+signal stops the loop before its next trial even when Python loses the exception (raised inside
+a garbage-collector hook).
 """
 
 import logging
@@ -18,7 +20,7 @@ from optuna.trial import TrialState
 
 from cifar_sweep.errors import UserError
 from cifar_sweep.sweep import optuna_private as private
-from cifar_sweep.sweep import outcome, recovery
+from cifar_sweep.sweep import outcome, ownership, recovery
 from cifar_sweep.sweep.contract import (
     CHARGED,
     COMPLETE,
@@ -34,6 +36,7 @@ from cifar_sweep.sweep.contract import (
     RETRY_OF,
     RUN_DIR,
     RUNNING,
+    SHARED,
     WAITING,
     classify,
     fail,
@@ -79,20 +82,24 @@ class WorkerLoop:
         self.label = label  # "worker 2: " before each progress line, when there are workers
         self.sweep_dir = sweep_dir  # job folders are recorded on their trials (for resuming)
         self.terminated = self.in_trial = False
+        self.signal: int | None = None  # the stop signal received, if any
 
     def run(self) -> None:
-        """The loop, with SIGTERM handled as the module says (in the main thread only)."""
-        if threading.current_thread() is not threading.main_thread():
-            return self._loop()
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOPS}
+        """The loop, with SIGTERM handled as the module says (in the main thread only), while
+        this process is registered as one of the study's workers."""
+        key = ownership.register(self.study, worker=self.worker, device=self.device)
+        main = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOPS} if main else {}
         try:
             return self._loop()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            ownership.unregister(self.study, key)
 
     def _on_signal(self, signum: int, frame) -> None:
         self.terminated = True  # even if the exception below is lost (raised inside a GC hook)
+        self.signal = signum
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         if self.in_trial:  # during fit Lightning raises its own SystemExit; this covers the rest
@@ -105,8 +112,7 @@ class WorkerLoop:
             study.sampler.reseed_rng()
         while not self.terminated:
             if recovery.recover(study, max_retry=self.max_retry, grace_s=self.grace_s):
-                log.info("%strials of dead workers failed and queued again", self.label)
-            optuna.storages.fail_stale_trials(study)  # silent workers, retried by recovery.Retry
+                log.info("%strials of dead or silent workers failed and queued again", self.label)
             n = states(study)
             finished, running = sum(n[k] for k in FINISHED), n[RUNNING]
             failed = sum(n[k] for k in CHARGED)
@@ -125,13 +131,13 @@ class WorkerLoop:
                         "%s%d trials are running in other workers (%s); stopping",
                         self.label,
                         running,
-                        recovery.where(elsewhere),
+                        ownership.where(elsewhere),
                     )
                 return
             trials = []
-            for _ in range(todo):  # each claimed at once: a kill in between is found by age
+            for _ in range(todo):  # each claimed at once (a kill in between: recovery.orphans)
                 trials.append(study.ask())
-                recovery.claim(study, trials[-1], worker=self.worker, device=self.device)
+                ownership.claim(study, trials[-1], worker=self.worker, device=self.device)
             if (
                 trials
                 and not reseeded
@@ -170,6 +176,8 @@ class WorkerLoop:
                     continue
                 recovery.requeue(self.study, frozen, max_retry=None)
                 self._progress(t)
+            if self.signal == signal.SIGINT:  # Lightning turned Ctrl-C into sys.exit(1)
+                raise KeyboardInterrupt from None
             raise
         finally:
             self.in_trial = False
@@ -177,6 +185,12 @@ class WorkerLoop:
             outcome.tell(self.study, trial, ret)
             self._progress(trial)
             frozen = private.frozen(self.study, trial)
+            if classify(frozen) == SHARED:  # the disk, not the point: its point runs next time
+                recovery.requeue(self.study, frozen, max_retry=None)
+                raise UserError(
+                    f"trial {trial.number}: {frozen.user_attrs[FAIL_REASON]} (no swept value "
+                    "changes this, so the sweep stops; its point runs first when you rerun)"
+                )
             if outcome.data_error(frozen):  # every other trial would fail the same way: stop now
                 raise UserError(
                     f"trial {trial.number} failed on its data, which no swept parameter "
@@ -203,7 +217,10 @@ class WorkerLoop:
         line = f"{self.label}trial {trial.number} ({n[COMPLETE] + n[PRUNED]}/"
         line += f"{self.n_trials})  {frozen.state.name.lower()}"
         if frozen.state == TrialState.FAIL:
-            log.warning("%s  %s", line, frozen.user_attrs.get(FAIL_REASON, "no reason recorded"))
+            reason = frozen.user_attrs.get(
+                FAIL_REASON, "failed by another process (its stale check)"
+            )
+            log.warning("%s  %s", line, reason)
             return
         values = frozen.values or (
             [frozen.intermediate_values[frozen.last_step]] if frozen.last_step is not None else []

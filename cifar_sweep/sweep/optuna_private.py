@@ -6,7 +6,8 @@ Why we need it at all: a job reattaches to the trial the sweep asked for by its 
 trials they do not run (owner, failure reason, state: recovery, late results) and to queued
 ones (a retry's earlier curve); heartbeats are beaten by hand from the training loop, not by
 Optuna's thread, which would beat for a hung job forever; a point is checked against a
-distribution before it is queued.
+distribution before it is queued; the workers of a study are recorded on it, and stale trials
+are found before they are failed with a reason (Optuna's own check fails them without one).
 """
 
 import optuna
@@ -61,6 +62,22 @@ def has_heartbeats(study: optuna.Study) -> bool:
 def beat(study: optuna.Study, trial) -> None:
     """Record one heartbeat of `trial` now."""
     study._storage.record_heartbeat(_id(trial))
+
+
+def study_system_attrs(study: optuna.Study) -> dict:
+    """The study's system attributes (Optuna 5 left them out of Study's public API)."""
+    return study._storage.get_study_system_attrs(study._study_id)
+
+
+def set_study_system_attr(study: optuna.Study, key: str, value) -> None:
+    study._storage.set_study_system_attr(study._study_id, key, value)
+
+
+def stale_trial_ids(study: optuna.Study) -> list[int]:
+    """RUNNING trials whose last heartbeat is older than the storage's grace period."""
+    if not has_heartbeats(study):
+        return []
+    return study._storage._get_stale_trial_ids(study._study_id)
 
 
 def contains(dist: BaseDistribution, value) -> bool:

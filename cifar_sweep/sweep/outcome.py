@@ -12,7 +12,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from cifar_sweep.errors import UserError
+from cifar_sweep.errors import SharedCauseError, UserError
 from cifar_sweep.sweep import optuna_private as private
 from cifar_sweep.sweep.contract import (
     CHARGED,
@@ -22,9 +22,11 @@ from cifar_sweep.sweep.contract import (
     FAIL_REASON,
     NOT_RUN,
     RETRY_OF,
+    SHARED,
     classify,
     fail,
 )
+from cifar_sweep.sweep.recovery import take
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,8 @@ def outcome(study: optuna.Study, ret: JobReturn):
     err = ret._return_value
     if isinstance(err, optuna.TrialPruned):
         return TrialState.PRUNED, None, None, None
+    if isinstance(err, SharedCauseError):
+        return TrialState.FAIL, None, SHARED, str(err).splitlines()[0][:500]
     reason = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
     reason = reason.splitlines()[0][:500]
     # divergence.StopOnNonFinite's UserError is the one that opens "diverged:"
@@ -111,7 +115,7 @@ def settle_late(study: optuna.Study, trial, state: TrialState, values) -> None:
         return
     retries = study.get_trials(deepcopy=False)
     retry = next((t for t in retries if t.user_attrs.get(RETRY_OF) == number), None)
-    if retry is not None and not _take(study, retry):
+    if retry is not None and not take(study, retry):
         log.warning("trial %d finished after it was failed; its retry runs: kept", number)
         return
     if retry is not None:
@@ -129,12 +133,3 @@ def settle_late(study: optuna.Study, trial, state: TrialState, values) -> None:
     )
     study.add_trial(added)
     log.warning("trial %d finished after it was failed elsewhere: its result kept", number)
-
-
-def _take(study: optuna.Study, trial) -> bool:
-    """Take a queued trial as ask() would (WAITING -> RUNNING, atomic), so it never starts;
-    False when it has started or ended already."""
-    try:
-        return private.set_state(study, trial, TrialState.RUNNING)
-    except UpdateFinishedTrialError:
-        return False

@@ -27,11 +27,11 @@ def masked(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def open_storage(url: str, *, heartbeat_s: int, grace_s: int, on_stale=None):
+def open_storage(url: str, *, heartbeat_s: int, grace_s: int):
     """An Optuna storage for `url`: sqlite/postgresql/mysql URLs or journal:<file>.
 
-    RDB storages get heartbeats, so a trial left RUNNING by a killed or hung process is failed
-    by the next sweep process, which then calls `on_stale(study, trial)` (the sweep's retry).
+    RDB storages get heartbeats, so a trial left RUNNING by a hung process or an unreachable
+    host is failed by any sweep process after `grace_s` (recovery.py) and its point retried.
     """
     # Heartbeats and stale-trial retries are "experimental" in Optuna since 2.8; we rely on them,
     # and drive heartbeats around ask/tell ourselves, which Optuna's warning does not expect.
@@ -53,7 +53,6 @@ def open_storage(url: str, *, heartbeat_s: int, grace_s: int, on_stale=None):
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_s,
                 grace_period=grace_s,
-                heartbeat_stale_trial_callback=on_stale,
             )
         except (ImportError, ModuleNotFoundError) as e:
             raise UserError(f"hydra.sweeper.storage={masked(url)}: driver missing ({e})") from None

@@ -5,7 +5,7 @@ and `optuna.TrialPruned` is recorded PRUNED; NaN, exceptions and out-of-memory a
 reason, within a failure budget; `n_trials` counts the study's finished trials, so a rerun or a
 second worker continues the same study; `workers` starts asynchronous worker processes pinned to
 devices (workers); trials of dead workers are failed and retried at once where their process
-can be seen, after heartbeats elsewhere (recovery), which the jobs beat while they progress;
+can be seen, after heartbeats elsewhere (recovery, ownership), which jobs beat as they progress;
 known points and earlier studies seed the study (warm_start); job folders are trial numbers; one
 report is written at the end.
 Search-space parsing, the custom search space and trial configuration are the library's.
@@ -28,7 +28,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from cifar_sweep import report
 from cifar_sweep.errors import UserError, exit_with
 from cifar_sweep.instantiate import build
-from cifar_sweep.sweep import contract, recovery, slurm, warm_start, workers
+from cifar_sweep.sweep import contract, slurm, warm_start, workers
 from cifar_sweep.sweep.contract import states
 from cifar_sweep.sweep.loop import WorkerLoop
 from cifar_sweep.sweep.storage import masked, open_storage, pruner
@@ -137,9 +137,7 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         directions = self._get_directions()
         the_study = optuna.create_study(
             study_name=self._study_name(space, fixed, fixed_overrides, directions, sampler),
-            storage=open_storage(
-                self.storage, **self.heartbeat, on_stale=recovery.Retry(self.max_retry)
-            ),
+            storage=open_storage(self.storage, **self.heartbeat),
             sampler=sampler,
             pruner=pruner(self.config.hydra.sweeper),
             directions=directions,
