@@ -201,44 +201,77 @@ def wait_for(tmp_path: Path, done: int, running: int = 1, timeout: float = 300) 
     raise AssertionError(f"the sweep never reached {running} running trial(s)")
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL server (Debian's package) on a free port, which a test may stop,
+    start and restart as a maintenance window or a failover would."""
+
+    def __init__(self):
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not bins:
+            pytest.skip("PostgreSQL server not installed (Debian package postgresql)")
+        pytest.importorskip(
+            "psycopg", reason="psycopg not installed (pip install -e '.[postgres]')"
+        )
+        self.bindir = bins[-1].parent
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.home = Path(tempfile.mkdtemp(prefix="cifar-sweep-pg-"))  # pytest's tmp is root's
+        self.data, sock = self.home / "pgdata", self.home / "pgsock"
+        sock.mkdir()
+        if self.as_user:
+            shutil.chown(self.home, "postgres")
+            shutil.chown(sock, "postgres")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"
+        server = ["-h", sock, "-p", str(port), "-U", "postgres"]
+        auth = ["-A", "trust", "--auth-host=scram-sha-256", "-U", "postgres"]
+        self._run(self.bindir / "initdb", "-D", self.data, *auth)
+        self.start()
+        self._run(self.bindir / "psql", *server, "-c", "CREATE USER sweep PASSWORD 'sweep-secret'")
+        self._run(self.bindir / "createdb", *server, "-O", "sweep", "studies")
+        self.url = f"postgresql://sweep:sweep-secret@127.0.0.1:{port}/studies"
+
+    def _run(self, *cmd) -> None:
+        result = subprocess.run(
+            [*self.as_user, *map(str, cmd)], capture_output=True, text=True, timeout=120
+        )
+        if result.returncode != 0:
+            pytest.skip(f"PostgreSQL: {Path(str(cmd[0])).name} failed: {result.stderr[:200]}")
+
+    def pg_ctl(self, *args: str) -> None:
+        log_file = self.home / "pg.log"
+        self._run(self.bindir / "pg_ctl", "-D", self.data, "-w", "-l", log_file, *args)
+
+    def start(self) -> None:
+        self.pg_ctl("-o", self.options, "start")
+
+    def stop(self) -> None:
+        self.pg_ctl("-m", "fast", "stop")
+
+    def restart(self) -> None:
+        self.pg_ctl("-m", "fast", "-o", self.options, "restart")
+
+    def close(self) -> None:
+        subprocess.run(
+            [*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+             "stop"],
+            capture_output=True,
+            timeout=120,
+        )  # fmt: skip
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
 @pytest.fixture
-def postgres():
-    """A throwaway PostgreSQL server (Debian's package) on a free port, or a skip saying why."""
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not bins:
-        pytest.skip("PostgreSQL server not installed (Debian package postgresql)")
-    pytest.importorskip("psycopg", reason="psycopg not installed (pip install -e '.[postgres]')")
-    bindir = bins[-1].parent
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    home = Path(tempfile.mkdtemp(prefix="cifar-sweep-pg-"))  # pytest's tmp is private to root
-    data, sock = home / "pgdata", home / "pgsock"
-    sock.mkdir()
-    if as_user:
-        shutil.chown(home, "postgres")
-        shutil.chown(sock, "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-
-    def run(*cmd):  # noqa: E306
-        return subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)
-
-    server = ["-h", sock, "-p", str(port), "-U", "postgres"]
-    log_file = home / "pg.log"
-    options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"
-    auth = ["-A", "trust", "--auth-host=scram-sha-256", "-U", "postgres"]
-    steps = [
-        [bindir / "initdb", "-D", data, *auth],
-        [bindir / "pg_ctl", "-D", data, "-w", "-l", log_file, "-o", options, "start"],
-        [bindir / "psql", *server, "-c", "CREATE USER sweep PASSWORD 'sweep-secret'"],
-        [bindir / "createdb", *server, "-O", "sweep", "studies"],
-    ]
+def pg_server():
+    server = PostgresServer()
     try:
-        for cmd in steps:
-            result = run(*map(str, cmd))
-            if result.returncode != 0:
-                pytest.skip(f"PostgreSQL did not start: {cmd[0].name}: {result.stderr[:200]}")
-        yield f"postgresql://sweep:sweep-secret@127.0.0.1:{port}/studies"
+        yield server
     finally:
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(home, ignore_errors=True)
+        server.close()
+
+
+@pytest.fixture
+def postgres(pg_server) -> str:
+    """The URL of a throwaway PostgreSQL database (password in it: tests only)."""
+    return pg_server.url

@@ -243,11 +243,14 @@ class WorkerLoop:
 
         def beat() -> None:
             while mine:
-                for trial_id in list(mine):
-                    if private.frozen(study, trial_id).system_attrs.get(JOB_BEATS):
-                        mine.discard(trial_id)  # its job beats while it makes progress
-                    else:
-                        private.beat(study, trial_id)
+                try:
+                    for trial_id in list(mine):
+                        if private.frozen(study, trial_id).system_attrs.get(JOB_BEATS):
+                            mine.discard(trial_id)  # its job beats while it makes progress
+                        else:
+                            private.beat(study, trial_id)
+                except UserError:  # the database is gone: the job and the loop say so
+                    return
                 if stop.wait(self.heartbeat_s):
                     return
 

@@ -24,6 +24,7 @@ from cifar_sweep.errors import UserError, did_you_mean
 SWEEPER_VALUES = {
     "heartbeat_s": ("an integer > 0 (seconds)", lambda v: is_int(v) and v > 0),
     "grace_s": ("an integer > 0 (seconds)", lambda v: is_int(v) and v > 0),
+    "db_outage_s": ("a number of seconds >= 0", lambda v: is_number(v) and v >= 0),
     "max_retry": ("an integer >= 0", lambda v: is_int(v) and v >= 0),
     "workers": ("an integer >= 1", lambda v: is_int(v) and v >= 1),
     "plots": ("true or false", lambda v: isinstance(v, bool)),
@@ -46,21 +47,36 @@ def check_sweep(cfg: DictConfig) -> None:
     if not is_number(rate) or not 0 <= rate <= 1:
         raise UserError(f"hydra.sweeper.max_failure_rate={rate} must be a number in [0, 1]")
     _storage(OmegaConf.to_container(sweeper, resolve=False).get("storage"), cfg.hydra.sweep.dir)
-    _one_device_per_trial(cfg.trainer.devices)
+    _one_device_per_trial(cfg.trainer)
     _pruner(cfg)
     _space(cfg)
     check_objective(cfg)
     check(cfg)
 
 
-def _one_device_per_trial(devices) -> None:
+def _one_device_per_trial(trainer: DictConfig) -> None:
     """A trial trains on one device: Lightning starts ranks > 0 by running the command line
-    again, which in a sweep would start a second sweep."""
+    again, which in a sweep would start a second sweep. `auto` is counted as Lightning would
+    count it here, never left for Lightning to expand inside a trial."""
+    devices, count = trainer.devices, ""
+    if devices == "auto":
+        n = auto_device_count(trainer.accelerator)
+        devices, count = n, f" ({n} devices here)"
     if several_devices(devices):
         raise UserError(
-            f"trainer.devices={devices}: a sweep trains each trial on one device; to use "
-            "several, run one trial on each: hydra.sweeper.workers=N hydra.sweeper.devices=[0,1,..]"
+            f"trainer.devices={trainer.devices}{count}: a sweep trains each trial on one device; "
+            "to use several, run one trial on each: hydra.sweeper.workers=N "
+            "hydra.sweeper.devices=[0,1,..]"
         )
+
+
+def auto_device_count(accelerator: str) -> int:
+    """The devices `trainer.devices=auto` takes: every visible GPU on a GPU run, else one."""
+    if accelerator not in ("auto", "gpu", "cuda"):
+        return 1
+    import torch
+
+    return max(torch.cuda.device_count(), 1)
 
 
 def _pruner(cfg: DictConfig) -> None:

@@ -81,6 +81,7 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         custom_search_space,
         heartbeat_s,
         grace_s,
+        db_outage_s,
         max_retry,
         workers,
         devices,
@@ -103,6 +104,7 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         )
         self.sampler_cfg = sampler
         self.heartbeat = {"heartbeat_s": heartbeat_s, "grace_s": grace_s}
+        self.outage_s = db_outage_s
         self.max_retry = max_retry
         self.workers, self.devices, self.worker = workers, devices, worker
         if OmegaConf.is_config(enqueue):
@@ -137,7 +139,7 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         directions = self._get_directions()
         the_study = optuna.create_study(
             study_name=self._study_name(space, fixed, fixed_overrides, directions, sampler),
-            storage=open_storage(self.storage, **self.heartbeat),
+            storage=open_storage(self.storage, **self.heartbeat, outage_s=self.outage_s),
             sampler=sampler,
             pruner=pruner(self.config.hydra.sweeper),
             directions=directions,
@@ -166,40 +168,54 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
             warm_start.copy_finished(
                 the_study, self.seeds["warm_start"], self.config.hydra.sweeper, dists
             )
+        done = False
         try:
             if self.workers > 1:
                 workers.run(self.config, self.workers, self.devices)
-                return
-            loop = WorkerLoop(
-                study=the_study,
-                n_trials=n_trials,
-                n_jobs=self.n_jobs,
-                grid=bool(grid_size),
-                failure_budget=self.max_failure_rate * n_trials,
-                launch=slurm.launch_cancelling(self.launcher),
-                overrides=lambda trials: self._configure_trials(
-                    trials, space, fixed, fixed_overrides
-                ),
-                names=names,
-                **self.heartbeat,
-                max_retry=self.max_retry,
-                worker=worker,
-                device=pinned(self.devices),
-                label="" if launching and task is None else f"worker {worker}: ",
-                sweep_dir=self.config.hydra.sweep.dir,
-            )
-            loop.run()
+            else:
+                self._loop(the_study, n_trials, grid_size, names, space, fixed, fixed_overrides)
+            done = True
         finally:
             # one report: by the process the user started, or the array task that ends the study
             if launching and (task is None or _ended(the_study, n_trials)):
-                out = self.config.hydra.sweep.dir
-                files = report.write(the_study, out, plots=self.plots)
-                report.announce(the_study, out, files, what="sweep done")
-                print(  # what a first-time user does next: look, then retrain the best
-                    f"next: tensorboard --logdir {out} (every trial's curves); the best retrained "
-                    "and tested: python -m cifar_sweep.retrain with the same overrides",
-                    flush=True,
-                )
+                self._report(the_study, done=done)
+
+    def _loop(self, study, n_trials, grid_size, names, space, fixed, fixed_overrides) -> None:
+        """This process's own worker loop (a worker of several, or the only one)."""
+        launching = not workers.started_by_a_sweep()
+        task = slurm.array_task()
+        worker = self.worker if self.worker is not None else task or 0
+        WorkerLoop(
+            study=study,
+            n_trials=n_trials,
+            n_jobs=self.n_jobs,
+            grid=bool(grid_size),
+            failure_budget=self.max_failure_rate * n_trials,
+            launch=slurm.launch_cancelling(self.launcher),
+            overrides=lambda trials: self._configure_trials(trials, space, fixed, fixed_overrides),
+            names=names,
+            **self.heartbeat,
+            max_retry=self.max_retry,
+            worker=worker,
+            device=pinned(self.devices),
+            label="" if launching and task is None else f"worker {worker}: ",
+            sweep_dir=self.config.hydra.sweep.dir,
+        ).run()
+
+    def _report(self, study: optuna.Study, *, done: bool) -> None:
+        """The report and the sweep's last lines. A sweep stopped by an error or Ctrl-C says so,
+        with a report only when some trial finished, and no "next" line."""
+        out = self.config.hydra.sweep.dir
+        if not done and not sum(states(study)[k] for k in contract.FINISHED):
+            return
+        files = report.write(study, out, plots=self.plots)
+        report.announce(study, out, files, what="sweep done" if done else "sweep stopped")
+        if done:
+            print(  # what a first-time user does next: look, then retrain the best
+                f"next: tensorboard --logdir {out} (every trial's curves); the best retrained "
+                "and tested: python -m cifar_sweep.retrain with the same overrides",
+                flush=True,
+            )
 
     def _space(self, arguments: list[str]):
         """Sweep values on the command line replace the YAML space; plain values stay fixed."""

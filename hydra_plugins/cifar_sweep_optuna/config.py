@@ -27,6 +27,7 @@ class CifarOptunaSweeperConf:
     per_layer: Any = None  # read by cifar_sweep.sweep.spaces.per_layer
     heartbeat_s: int = 60
     grace_s: int = 180
+    db_outage_s: float = 60
     max_retry: int = 1
     workers: int = 1
     devices: Any = "auto"
