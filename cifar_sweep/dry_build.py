@@ -63,11 +63,11 @@ def dry_build(cfg: DictConfig, *, forward: bool, listing: tree.Tree | None = Non
     naming the group and its keys for one that fails or cannot train. Without `forward` the model
     is built but not run. `listing`: the folder source's tree, where the caller has listed it."""
     global _built
-    key = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, GROUPS))
+    key = str([cfg[group] for group in GROUPS])
     if key == _built:
         return
     named = Named(cfg)
-    with _quiet(), torch.random.fork_rng(devices=[]):  # a seeded run draws what it drew before
+    with _quiet(), _one_thread(), torch.random.fork_rng(devices=[]):  # a seeded run draws the same
         torch.manual_seed(0)
         data = dataset(cfg.dataset, listing)
         _optimizer_and_scheduler(cfg, data, named)
@@ -259,6 +259,18 @@ def _quiet():
         finally:
             for lg, level in zip(loggers, levels, strict=True):
                 lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Two images gain nothing from a second thread, whose spin-waits on a busy 2-core machine
+    cost seconds (ResNet-18's dry build: 0.2 s on one thread; 0.8 s on two, 5.1 s the first)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _leaves(prefix: str, node: DictConfig):

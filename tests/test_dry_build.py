@@ -79,11 +79,12 @@ def test_a_sweep_with_a_bad_base_config_fails_before_its_study(tmp_path):
     assert not (tmp_path / "studies.db").exists()  # no study, no trial
 
 
-def test_the_dry_build_leaves_the_random_state_as_it_was():
+def test_the_dry_build_leaves_the_random_state_and_the_threads_as_they_were():
     cfg = compose_cfg()
-    before = torch.random.get_rng_state()
+    state, threads = torch.random.get_rng_state(), torch.get_num_threads()
     check(cfg)
-    assert torch.equal(torch.random.get_rng_state(), before)  # a seeded run draws the same
+    assert torch.equal(torch.random.get_rng_state(), state)  # a seeded run draws the same
+    assert torch.get_num_threads() == threads  # training keeps its threads
 
 
 def test_a_trial_that_draws_a_bad_value_fails_naming_its_keys(tmp_path):
@@ -96,5 +97,7 @@ def test_a_trial_that_draws_a_bad_value_fails_naming_its_keys(tmp_path):
 @pytest.mark.parametrize("group", ["model", "optimizer", "scheduler"])
 def test_every_option_passes_the_dry_build_in_a_short_run_and_a_long_one(group):
     for option in sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml")):
+        cfg = compose_cfg(f"{group}={option}")
         for epochs in (1, 30):  # a one-epoch schedule may end at 0 after its last step
-            check(compose_cfg(f"{group}={option}", f"trainer.max_epochs={epochs}"))
+            cfg.trainer.max_epochs = epochs
+            check(cfg)
