@@ -90,13 +90,19 @@ VALUES = {
     "trainer.channels_last": ("auto, true or false", lambda v: v == "auto" or isinstance(v, bool)),
     "trainer.precision": (f"one of {', '.join(PRECISIONS)}", lambda v: str(v) in PRECISIONS),
     # ranges the formulas need, which torch does not check: momentum 1 never forgets a gradient,
-    # eps 0 divides 0 by 0 where a gradient vanishes, dropout 1 drops every unit, gamma 0 ends
-    # training at the next decay
+    # eps 0 divides 0 by 0 where a gradient vanishes, dropout 1 drops every unit, a gamma or
+    # factor of 0 ends training at the next decay, a step_size < 1 decays every step
     "optimizer.momentum": ("a number in [0, 1)", lambda v: is_number(v) and 0 <= v < 1),
     "optimizer.eps": ("a number > 0", lambda v: is_number(v) and v > 0),
     "model.dropout": ("a probability in [0, 1)", lambda v: is_number(v) and 0 <= v < 1),
     "scheduler.fn.gamma": ("a factor in (0, 1]", lambda v: is_number(v) and 0 < v <= 1),
+    "scheduler.fn.factor": ("a factor in (0, 1]", lambda v: is_number(v) and 0 < v <= 1),
     "scheduler.fn.eta_min": ("a learning rate >= 0", lambda v: is_number(v) and v >= 0),
+    "scheduler.fn.step_size": ("an integer >= 1", lambda v: is_int(v) and v >= 1),
+    "scheduler.fn.T_max": (
+        "null (the run after the warm-up) or an integer >= 1",
+        lambda v: v is None or is_int(v) and v >= 1,
+    ),
     "dataset.num_classes": ("an integer >= 2", lambda v: is_int(v) and v >= 2),
     "dataset.channels": ("an integer >= 1", lambda v: is_int(v) and v >= 1),
 }

@@ -130,11 +130,20 @@ def _optimizer_and_scheduler(cfg: DictConfig, data: Data, named: Named) -> None:
             max_epochs=cfg.trainer.max_epochs,
             steps_per_epoch=batches,
         )["scheduler"]
-    weight.grad = torch.tensor([1.0, 0.0])  # the 0: a weight whose gradient vanished (a dead unit)
+
+    def closure() -> torch.Tensor:  # as Lightning steps every optimizer (LBFGS needs one)
+        optimizer.zero_grad()
+        loss = weight @ torch.tensor([1.0, 0.0])  # gradient 0: a weight whose gradient vanished
+        loss.backward()
+        return loss
+
+    lr = float(optimizer.param_groups[0]["lr"])  # as the schedule starts it
     with named.raising("optimizer"):
-        optimizer.step()
+        optimizer.step(closure)
     if not weight.isfinite().all():
         raise named.error("optimizer", "one step made the weights non-finite")
+    if lr > 0 and not weight[0] < 1:  # a learning rate <= 0 is the schedule's, named below
+        raise named.error("optimizer", "one step moved a weight up its gradient, not down")
     with named.raising("scheduler"):
         schedule.step(0.0) if isinstance(schedule, ReduceLROnPlateau) else schedule.step()
     lr = float(optimizer.param_groups[0]["lr"])

@@ -20,6 +20,8 @@ MISTAKES = [
     (["scheduler=step", "scheduler.fn.step_size=0"], "scheduler", ["scheduler.fn.step_size=0"]),
     (["scheduler=exponential", "scheduler.fn.gamma=0"], "scheduler", ["scheduler.fn.gamma=0"]),
     (["scheduler=constant", "scheduler.fn.factor=0"], "scheduler", ["scheduler.fn.factor=0"]),
+    (["scheduler=onecycle", "scheduler.fn.max_lr=0"], "scheduler", ["scheduler.fn.max_lr=0"]),
+    (["optimizer=adam", "+optimizer.maximize=true"], "optimizer", ["optimizer.maximize=true"]),
     (["scheduler=cosine", "scheduler.fn.T_max=0"], "scheduler", ["scheduler.fn.T_max=0"]),
     (["scheduler=onecycle", "scheduler.fn.pct_start=1.5"], "scheduler", ["pct_start=1.5"]),
     (
