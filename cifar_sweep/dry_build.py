@@ -24,6 +24,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
@@ -49,7 +50,7 @@ _built: str | None = None  # the last config built here: a run checks twice (com
 
 
 @dataclass
-class Data:
+class DryData:
     """What the dry build needs of the dataset, known before its images are read."""
 
     classes: int
@@ -66,18 +67,19 @@ def dry_build(cfg: DictConfig, *, forward: bool, listing: tree.Tree | None = Non
     key = str([cfg[group] for group in GROUPS])
     if key == _built:
         return
-    named = Named(cfg)
+    errors = GroupErrors(cfg)
     with _quiet(), _one_thread(), torch.random.fork_rng(devices=[]):  # a seeded run draws the same
         torch.manual_seed(0)
-        data = dataset(cfg.dataset, listing)
-        _optimizer_and_scheduler(cfg, data, named)
-        _model(cfg, data, named, forward=forward)
-        _trainer(cfg, named)
+        data = dry_data(cfg.dataset, listing)
+        _optimizer_and_scheduler(cfg, data, errors)
+        _model(cfg, data, errors, forward=forward)
+        _trainer(cfg, errors)
     _built = key
 
 
-class Named:
-    """One line for a group's failure: the keys its message names or the user set, else all."""
+class GroupErrors:
+    """A group's failure as one line, with the keys its message names or the user set (else
+    all of the group's keys)."""
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
@@ -88,7 +90,7 @@ class Named:
             task = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
         self.set = {str(o).split("=", 1)[0].lstrip("+~") for o in task}
 
-    def error(self, group: str, message: str, on: str = "") -> UserError:
+    def line(self, group: str, message: str, on: str = "") -> UserError:
         leaves = list(_leaves(group, self.cfg[group]))
         chosen = [
             (k, v)
@@ -106,21 +108,22 @@ class Named:
         except UserError:
             raise
         except Exception as e:
-            cause = e.__cause__ if e.__cause__ is not None else e  # Hydra's instantiate wraps it
+            wrapped = isinstance(e, InstantiationException) and e.__cause__ is not None
+            cause = e.__cause__ if wrapped else e  # the model's own error, not Hydra's wrapping
             if isinstance(cause, UserError):
                 raise cause from None
-            line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-            raise self.error(group, line, on) from None
+            first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            raise self.line(group, first, on) from None
 
 
-def _optimizer_and_scheduler(cfg: DictConfig, data: Data, named: Named) -> None:
+def _optimizer_and_scheduler(cfg: DictConfig, data: DryData, errors: GroupErrors) -> None:
     """The optimizer on one weight, the scheduler on it, a step of each in training's order."""
     weight = torch.nn.Parameter(torch.ones(2))
-    with named.raising("optimizer"):
+    with errors.raising("optimizer"):
         optimizer = build(cfg.optimizer)(params=[weight])
     s = cfg.scheduler
     batches = steps_per_epoch(cfg, data.images)
-    with named.raising("scheduler"):
+    with errors.raising("scheduler"):
         schedule = lr_schedule(
             optimizer,
             build(s.fn),
@@ -138,18 +141,18 @@ def _optimizer_and_scheduler(cfg: DictConfig, data: Data, named: Named) -> None:
         return loss
 
     lr = float(optimizer.param_groups[0]["lr"])  # as the schedule starts it
-    with named.raising("optimizer"):
+    with errors.raising("optimizer"):
         optimizer.step(closure)
     if not weight.isfinite().all():
-        raise named.error("optimizer", "one step made the weights non-finite")
+        raise errors.line("optimizer", "one step made the weights non-finite")
     if lr > 0 and not weight[0] < 1:  # a learning rate <= 0 is the schedule's, named below
-        raise named.error("optimizer", "one step moved a weight up its gradient, not down")
-    with named.raising("scheduler"):
+        raise errors.line("optimizer", "one step moved a weight up its gradient, not down")
+    with errors.raising("scheduler"):
         schedule.step(0.0) if isinstance(schedule, ReduceLROnPlateau) else schedule.step()
     lr = float(optimizer.param_groups[0]["lr"])
     steps = cfg.trainer.max_epochs * (batches if s.interval == "step" else 1)
     if steps > 1 and not (math.isfinite(lr) and lr > 0):  # a run's last step may end at 0
-        raise named.error(
+        raise errors.line(
             "scheduler", f"the learning rate is {lr:g} after one step; training needs it > 0"
         )
 
@@ -171,16 +174,16 @@ def steps_per_epoch(cfg: DictConfig, images: int) -> int:
     return max(-(-batches // (t.get("accumulate_grad_batches") or 1)), 1)
 
 
-def _model(cfg: DictConfig, data: Data, named: Named, *, forward: bool) -> None:
+def _model(cfg: DictConfig, data: DryData, errors: GroupErrors, *, forward: bool) -> None:
     """The model for the dataset's classes and channels; with `forward`, a forward and backward
     pass on two images of the dataset's shape (BatchNorm needs two values per channel to train)."""
-    with named.raising("model"):
+    with errors.raising("model"):
         model = build(cfg.model, num_classes=data.classes, in_channels=data.shape[0])
     if not forward:
         return
     n = min(2, cfg.dataset.batch_size)  # a batch of one fails where training's would too
     on = f"; on {'x'.join(map(str, data.shape))} images, {data.origin}"
-    with named.raising("model", on):
+    with errors.raising("model", on):
         logits = model(torch.randn(n, *data.shape))
         if tuple(logits.shape) != (n, data.classes):
             raise ValueError(
@@ -192,7 +195,7 @@ def _model(cfg: DictConfig, data: Data, named: Named, *, forward: bool) -> None:
     weights = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
     dead = [k for k, p in weights if p.grad is None or not p.grad.any()]
     if dead:
-        raise named.error(
+        raise errors.line(
             "model",
             f"the loss's gradient does not reach {len(dead)} of its {len(weights)} weight "
             f"tensors (first: {dead[0]}), so they cannot train",
@@ -200,26 +203,26 @@ def _model(cfg: DictConfig, data: Data, named: Named, *, forward: bool) -> None:
         )
 
 
-def dataset(d: DictConfig, listing: tree.Tree | None) -> Data:
+def dry_data(d: DictConfig, listing: tree.Tree | None) -> DryData:
     """The dataset's classes, image shape and training images: from the config, or for a folder
     source from its listing and one image's header."""
     if d.source == "synthetic":
         shape = (d.channels, d.image_size, d.image_size)
         origin = f"dataset.image_size={d.image_size}"
-        data = Data(d.num_classes, shape, origin, d.num_classes * d.train_per_class)
+        data = DryData(d.num_classes, shape, origin, d.num_classes * d.train_per_class)
     elif d.source == "cifar10":
-        data = Data(10, (3, 32, 32), "dataset.source=cifar10", 50_000)
+        data = DryData(10, (3, 32, 32), "dataset.source=cifar10", 50_000)
     elif d.source == "tiny_imagenet":
         wnids = Path(d.root) / "wnids.txt"
         classes = len(wnids.read_text().split()) if wnids.exists() else 200  # as published
         side = d.image_size or 64
         origin = f"dataset.image_size={side}" if d.image_size else "dataset.source=tiny_imagenet"
-        data = Data(classes, (3, side, side), origin, 500 * classes)  # 500 a class, as published
+        data = DryData(classes, (3, side, side), origin, 500 * classes)  # 500 a class, as published
     else:
         listing = listing or tree.image_folder(Path(d.root), stat=False)
         channels, (w, h), origin = _first_image(d, listing)
         shape = (channels, d.image_size or h, d.image_size or w)
-        data = Data(len(listing.classes), shape, origin, len(listing.files["train"]))
+        data = DryData(len(listing.classes), shape, origin, len(listing.files["train"]))
     if data.classes < 2:
         raise UserError(f"dataset: {data.classes} class ({data.origin}); a classifier needs 2")
     return data
@@ -241,7 +244,7 @@ def _first_image(d: DictConfig, listing: tree.Tree) -> tuple[int, tuple[int, int
     return channels, size, origin
 
 
-def _trainer(cfg: DictConfig, named: Named) -> None:
+def _trainer(cfg: DictConfig, errors: GroupErrors) -> None:
     """A Trainer from trainer.*'s Lightning arguments (any other key is the runner's, or refused
     by train.trainer_args): accelerator, devices, strategy and precision resolved as in fit."""
     accepted = inspect.signature(L.Trainer.__init__).parameters
@@ -250,7 +253,7 @@ def _trainer(cfg: DictConfig, named: Named) -> None:
         for k, v in cfg.trainer.items()
         if k in accepted and not (k in RUNNER_AUTO and v == "auto")
     }
-    with named.raising("trainer"):
+    with errors.raising("trainer"):
         L.Trainer(**(args | DRY_TRAINER))
 
 
