@@ -8,6 +8,10 @@
    command's start to its one-line error, and which heavy modules it imported on the way.
 3. A plain run on the cached JPEG copy (default ResNet-18): seconds until training starts (the
    epoch's progress bar appears) and until the first step is done.
+4. The dry build (cifar_sweep/dry_build.py) of the default run (ResNet-18 at width 64, 3x32x32):
+   the first in this process and the median of the next; and what a sweep's trial adds, on the
+   tests' tiny models (ResNet-18 at width 8 and the NAS CNN, 3x16x16), with and without the
+   model's forward and backward (trials skip it).
 Each figure is the median of a few runs; the machine's load shows in the spread.
 """
 
@@ -110,6 +114,42 @@ def first_step(repeats: int = 3) -> None:
     )
 
 
+def dry_build_time(repeats: int = 7) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from cifar_sweep import dry_build
+    from cifar_sweep.config_dir import CONF
+
+    def seconds(cfg, *, forward: bool) -> list[float]:
+        times = []
+        for _ in range(repeats):
+            dry_build._built = None  # built again, not remembered
+            t0 = time.perf_counter()
+            dry_build.dry_build(cfg, forward=forward)
+            times.append(time.perf_counter() - t0)
+        return times
+
+    tiny = ["dataset=synthetic", "trainer.accelerator=cpu", "trainer.max_epochs=1"]
+    with initialize_config_dir(str(CONF)):
+        default = compose("config", overrides=["dataset=cifar10"])
+        trials = {
+            "ResNet-18 width 8": compose("config", overrides=[*tiny, "model.width=8"]),
+            "NAS CNN": compose("config", overrides=[*tiny, "model=nas_cnn", "optimizer=adam"]),
+        }
+    times = seconds(default, forward=True)
+    print(
+        f"dry build, ResNet-18 (width 64, 3x32x32): first {times[0]:.2f} s, then "
+        f"{statistics.median(times[1:]):.2f} s (min {min(times):.2f}, max {max(times):.2f})"
+    )
+    for name, cfg in trials.items():
+        bare = statistics.median(seconds(cfg, forward=False)[1:])
+        full = statistics.median(seconds(cfg, forward=True)[1:])
+        print(
+            f"a sweep trial's dry build, {name} (3x16x16): {bare * 1000:.0f} ms without the "
+            f"model's forward and backward (what a trial runs), {full * 1000:.0f} ms with it"
+        )
+
+
 def main() -> None:
     print(
         f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}, Python "
@@ -117,6 +157,7 @@ def main() -> None:
     )
     bad_value(["optimizer.lr=0"])
     bad_value(["-m", "hydra.sweeper.n_trials=0"])
+    dry_build_time()
     if not JPEG.is_dir():
         print(f"{JPEG} is missing: make data/cifar10-jpeg unpacks it (the load figures need it)")
         return

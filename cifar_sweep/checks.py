@@ -1,8 +1,9 @@
 """Checks of config values that would otherwise fail deep inside torch, or silently do nothing.
 
 Values first, with no torch import, so the command line rejects a bad one at once (the objective's
-name among them); then a listing of an image tree; last the `_target_` arguments, augmentation ops
-and accelerator, which import torch. A sweep's own checks are cifar_sweep/sweep/checks.py.
+name among them); then a listing of an image tree; then the `_target_` arguments, augmentation ops
+and accelerator, which import torch; last the dry build (dry_build.py), which catches what no value
+check names. A sweep's own checks are cifar_sweep/sweep/checks.py.
 """
 
 import inspect
@@ -88,6 +89,22 @@ VALUES = {
     "trainer.stop_on_nonfinite": ("true or false", lambda v: isinstance(v, bool)),
     "trainer.channels_last": ("auto, true or false", lambda v: v == "auto" or isinstance(v, bool)),
     "trainer.precision": (f"one of {', '.join(PRECISIONS)}", lambda v: str(v) in PRECISIONS),
+    # ranges the formulas need, which torch does not check: momentum 1 never forgets a gradient,
+    # eps 0 divides 0 by 0 where a gradient vanishes, dropout 1 drops every unit, a gamma or
+    # factor of 0 ends training at the next decay, a step_size < 1 decays every step
+    "optimizer.momentum": ("a number in [0, 1)", lambda v: is_number(v) and 0 <= v < 1),
+    "optimizer.eps": ("a number > 0", lambda v: is_number(v) and v > 0),
+    "model.dropout": ("a probability in [0, 1)", lambda v: is_number(v) and 0 <= v < 1),
+    "scheduler.fn.gamma": ("a factor in (0, 1]", lambda v: is_number(v) and 0 < v <= 1),
+    "scheduler.fn.factor": ("a factor in (0, 1]", lambda v: is_number(v) and 0 < v <= 1),
+    "scheduler.fn.eta_min": ("a learning rate >= 0", lambda v: is_number(v) and v >= 0),
+    "scheduler.fn.step_size": ("an integer >= 1", lambda v: is_int(v) and v >= 1),
+    "scheduler.fn.T_max": (
+        "null (the run after the warm-up) or an integer >= 1",
+        lambda v: v is None or is_int(v) and v >= 1,
+    ),
+    "dataset.num_classes": ("an integer >= 2", lambda v: is_int(v) and v >= 2),
+    "dataset.channels": ("an integer >= 1", lambda v: is_int(v) and v >= 1),
 }
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu")
 
@@ -117,16 +134,21 @@ def unwritable(folder: Path) -> Path | None:
 
 
 def check(cfg: DictConfig) -> None:
-    """Raise a UserError naming the first key whose value cannot work."""
+    """Raise a UserError naming the first key whose value cannot work; last, the dry build of
+    what the run constructs (a sweep's trial skips the model's forward: training runs it at
+    once, and the sweep's own config ran it before the study)."""
     check_values(cfg)
     _scheduler(cfg)
-    _dataset(cfg.dataset)
+    listing = _dataset(cfg.dataset)
     for key, passed in PASSED.items():
         _arguments(key, OmegaConf.select(cfg, key), passed)
     from cifar_sweep.data.augment import build_augment
 
     build_augment(cfg.dataset.augment)  # an unknown op or parameter, named before the data loads
     _accelerator(cfg.trainer)
+    from cifar_sweep.dry_build import dry_build
+
+    dry_build(cfg, forward="trial" not in cfg, listing=listing)  # `trial`: sweep/contract.py's
 
 
 def check_values(cfg: DictConfig) -> None:
@@ -273,7 +295,8 @@ def _known_keys(group: str, node: DictConfig, allowed: set[str], why: str = "", 
             )
 
 
-def _dataset(d: DictConfig) -> None:
+def _dataset(d: DictConfig) -> tree.Tree | None:
+    """The dataset's keys and values; a folder source's listing, for the dry build."""
     if d.source not in SOURCE_KEYS:
         raise UserError(
             f"dataset.source={d.source}{did_you_mean(d.source, SOURCE_KEYS)} "
@@ -301,11 +324,14 @@ def _dataset(d: DictConfig) -> None:
                 f"dataset.{key}={values} must be null (computed from the training images) or a "
                 f"list of {rule}, one per channel"
             )
-    if d.source == "folder" and not d.folds:  # before the heavy imports: the tree's file names
+    if d.source == "folder":  # before the heavy imports: the tree's file names
         listing = tree.image_folder(Path(d.root), stat=False)
-        val_count(size, len(listing.files["train"]))
-    elif d.source == "synthetic" and not d.folds:
+        if not d.folds:
+            val_count(size, len(listing.files["train"]))
+        return listing
+    if d.source == "synthetic" and not d.folds:
         val_count(size, d.num_classes * d.train_per_class)
+    return None
 
 
 def _arguments(key: str, node: DictConfig, passed: set[str]) -> None:
