@@ -19,9 +19,10 @@ def cross_validate(
     test: bool = True,
 ) -> dict:
     """k-fold cross-validation (`dataset.folds=k`) over the training images, the test split
-    untouched: one run per fold under out_dir/fold<i>/, and the mean (and std, as <name>_std)
-    of each metric over folds; with `evaluate`, each fold's evaluation report and their
-    aggregate. A pruner sees the first fold only (its epochs are the trial's steps); a pruned
+    untouched: one run per fold under out_dir/fold<i>/, each validating on its own part of the
+    training images and training on the rest (datamodule.fold_split), and the mean (and std,
+    as <name>_std) of each metric over folds; with `evaluate`, each fold's evaluation report and
+    their aggregate. A pruner sees the first fold only (its epochs are the trial's steps); a pruned
     first fold ends the trial's folds."""
     runs, dirs = [], []
     for fold in range(cfg.dataset.folds):

@@ -33,6 +33,30 @@ TINY = [
 NARROW = "model.width=8"  # ResNet-18 only; below 8 channels oneDNN's 1x1 conv can hang (#6035)
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--reverse",
+        action="store_true",
+        help="run the tests in reverse order: a test that passes only after another, or that "
+        "leaves state behind for the next, fails",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--reverse"):
+        items.reverse()
+
+
+@pytest.fixture(autouse=True)
+def _trees_read_afresh():
+    """A sweep run in this process holds its trees' listings (tree.hold()) for as long as the
+    process lives: let go after each test, so the next sees its own trees' edits."""
+    yield
+    from cifar_sweep.data import tree
+
+    tree.release()
+
+
 def tiny(overrides) -> list[str]:
     """TINY, plus a narrow ResNet-18 unless the overrides pick a model or an experiment."""
     other_model = any(o.startswith(("model=", "+experiment=")) for o in overrides)

@@ -34,36 +34,95 @@ def test_op_keeps_shape_and_dtype_and_changes_pixels(name):
     assert not torch.equal(out, x)
 
 
-def test_crop_is_a_window_of_the_zero_padded_image():
-    x, p = batch(32, 8), 2
-    out = crop(x, torch.Generator().manual_seed(1), padding=p)
+def asymmetric(n: int, size: int = 8) -> torch.Tensor:
+    """n distinct images, none of which is its own mirror image: a flip always shows."""
+    x = batch(n, size)
+    assert all(not torch.equal(xi, xi.flip(2)) for xi in x)
+    return x
+
+
+def flipped(x: torch.Tensor, out: torch.Tensor) -> list[bool]:
+    """Which outputs are their input mirrored; each must be that or the input unchanged."""
+    mirrored = [torch.equal(o, xi.flip(2)) for o, xi in zip(out, x, strict=True)]
+    kept = [torch.equal(o, xi) for o, xi in zip(out, x, strict=True)]
+    assert all(m != k for m, k in zip(mirrored, kept, strict=True))
+    return mirrored
+
+
+def test_flip_with_p_0_flips_no_image_and_with_p_1_every_image():
+    x = asymmetric(64)
+    assert not any(flipped(x, flip(x, torch.Generator().manual_seed(1), p=0.0)))
+    assert all(flipped(x, flip(x, torch.Generator().manual_seed(1), p=1.0)))
+
+
+def test_flip_with_p_one_half_mirrors_about_half_of_a_large_batch():
+    x = asymmetric(2000, 4)
+    share = sum(flipped(x, flip(x, torch.Generator().manual_seed(1), p=0.5))) / len(x)
+    assert 0.45 < share < 0.55  # 2000 images: the binomial's std is 0.011
+    share = sum(flipped(x, flip(x, torch.Generator().manual_seed(1), p=0.2))) / len(x)
+    assert 0.15 < share < 0.25
+
+
+def crop_offsets(x: torch.Tensor, out: torch.Tensor, p: int) -> list[tuple[int, int]]:
+    """The (row, column) offset of each output's window in its zero-padded input: exactly one
+    window of the padded image must match, pixel for pixel."""
+    h, w = x.shape[2:]
     padded = torch.nn.functional.pad(x, (p,) * 4)
-    offsets = set()
+    offsets = []
     for i in range(len(x)):
         hits = [
             (dy, dx)
             for dy in range(2 * p + 1)
             for dx in range(2 * p + 1)
-            if torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8])
+            if torch.equal(out[i], padded[i, :, dy : dy + h, dx : dx + w])
         ]
-        assert hits, f"image {i} is not a crop of its padded input"
-        offsets.add(hits[0])
-    assert len(offsets) > 5  # offsets are drawn per image, not once per batch
+        assert len(hits) == 1, f"image {i} is not one window of its padded input: {hits}"
+        offsets += hits
+    return offsets
 
 
-def test_flip_mirrors_about_half_the_images_and_nothing_else():
-    x = batch(200, 8)
-    out = flip(x, torch.Generator().manual_seed(1), p=0.5)
-    flipped = [torch.equal(o, xi.flip(2)) for o, xi in zip(out, x, strict=True)]
-    kept = [torch.equal(o, xi) for o, xi in zip(out, x, strict=True)]
-    assert all(f != k for f, k in zip(flipped, kept, strict=True))
-    assert 60 < sum(flipped) < 140
+def test_crop_is_a_window_of_the_zero_padded_image_at_every_offset_far_edge_included():
+    x, p = batch(300, 8), 2
+    offsets = crop_offsets(x, crop(x, torch.Generator().manual_seed(1), padding=p), p)
+    assert {dy for dy, _ in offsets} == set(range(2 * p + 1))  # 0..4: both edges of the padding
+    assert {dx for _, dx in offsets} == set(range(2 * p + 1))
+    assert len(set(offsets)) == (2 * p + 1) ** 2  # rows and columns drawn apart, per image
 
 
-def test_cutout_zeroes_one_square_per_image():
-    out = cutout(torch.ones(16, 3, 16, 16), torch.Generator().manual_seed(1), size=5)
-    zeros = (out == 0).all(1).sum((1, 2))
-    assert (zeros > 0).all() and (zeros <= 25).all()
+def test_crop_with_padding_0_is_the_identity():
+    x = batch(8, 8)
+    assert torch.equal(crop(x, torch.Generator().manual_seed(1), padding=0), x)
+
+
+def test_cutout_zeroes_one_size_by_size_square_per_image_clipped_at_the_border():
+    for size in (5, 8):  # an even size too: |offset| <= size // 2 would zero 9 x 9 for 8
+        out = cutout(torch.ones(200, 1, 32, 32), torch.Generator().manual_seed(1), size=size)
+        whole = 0
+        for zero in out[:, 0] == 0:
+            rows, cols = zero.any(1).nonzero()[:, 0], zero.any(0).nonzero()[:, 0]
+            box = zero[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            assert box.all() and zero.sum() == box.numel()  # one rectangle, nothing else
+            assert len(rows) <= size and len(cols) <= size
+            inside = 0 < rows[0] and rows[-1] < 31 and 0 < cols[0] and cols[-1] < 31
+            if inside:  # away from the border: the whole square
+                assert (len(rows), len(cols)) == (size, size)
+                whole += 1
+        assert whole > 100  # most centres lie far enough inside for the whole square
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("rotation", {"degrees": 0}),
+        ("translate", {"fraction": 0}),
+        ("zoom", {"low": 1.0, "high": 1.0}),
+        ("color_jitter", {"brightness": 0, "contrast": 0, "saturation": 0}),
+    ],
+)
+def test_op_at_its_zero_strength_leaves_the_images_as_they_were(name, params):
+    x = batch(16, 8)
+    out = OPS[name](x, torch.Generator().manual_seed(1), **params)
+    assert torch.allclose(out, x, atol=1e-5)  # resampling on its own grid: float rounding only
 
 
 def test_device_batches_keep_labels_with_their_images():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, compose_cfg
+from conftest import ROOT, compose_cfg, run_in_process
 
 from cifar_sweep.instantiate import build
 
@@ -144,3 +144,17 @@ def test_precision_and_channels_last_default_to_what_the_device_wants(monkeypatc
     chosen = compose_cfg("trainer.accelerator=gpu", "trainer.precision=32")
     assert str(device_defaults(chosen).trainer.precision) == "32"  # a value given is kept
     assert chosen.trainer.channels_last == "auto"  # the caller's config is not changed
+
+
+@pytest.mark.parametrize("value", ["-0.1", "heavy"])
+def test_a_negative_or_non_number_weight_decay_is_refused_in_one_line_naming_it(
+    value: str, tmp_path: Path
+):
+    result = run_in_process(
+        f"optimizer.weight_decay={value}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"error: optimizer.weight_decay={value} must be a number >= 0\n"
+    assert not (tmp_path / "cache").exists()  # refused before the data was read

@@ -13,6 +13,7 @@ from PIL import Image
 
 from cifar_sweep.data import sources
 from cifar_sweep.data.datamodule import ImageDataModule
+from cifar_sweep.data.tree import hold, release
 from cifar_sweep.errors import UserError
 
 
@@ -163,3 +164,14 @@ def test_empty_class_folder_is_named(tmp_path: Path):
         os.remove(f)
     with pytest.raises(UserError, match=f"class folder {tree}/test/class3 holds no images"):
         sources.load(folder_cfg(tree, tmp_path))
+
+
+def test_a_sweeps_held_tree_keeps_its_first_listing_until_released(tmp_path: Path):
+    root = banded_tree(tmp_path / "tree", per_class=2, test_per_class=1)
+    cfg = folder_cfg(root, tmp_path)
+    hold()  # as a sweep does: its trials see the files as its first trial found them
+    assert len(sources.load(cfg).train_x) == 8
+    Image.new("L", (28, 28), 0).save(root / "train" / "class1" / "new.png")
+    assert len(sources.load(cfg).train_x) == 8
+    release()  # what comes after the sweep reads the tree again
+    assert len(sources.load(cfg).train_x) == 9

@@ -107,18 +107,27 @@ def test_experiments_trained_once_differ_only_in_swept_values():
         assert all(k.startswith(SWEPT) for k in differ), f"{name} vs {same}: {differ}"
 
 
+def epochs_to_learn(name: str) -> int:
+    """4 epochs, or the recipe's warm-up and 3 epochs of its schedule after it: a run cut off
+    inside the warm-up ends at its highest learning rate, with weights still moving fast, and
+    learns the small set on some seeds only (resnet18_budget, 5 warm-up epochs: seed 0 of
+    seeds 0-4 at chance after 4 epochs; 0.82 to 0.95 test accuracy on each of them after 8)."""
+    return max(4, recipe(name)["scheduler.warmup_epochs"] + 3)
+
+
 @pytest.mark.parametrize("name", LEARNS)
 def test_experiment_learns_the_small_set(name: str, tmp_path: Path):
     # batch 32: a few steps per epoch on 320 images; the rest of the recipe as configured
+    epochs = epochs_to_learn(name)
     overrides = [
         *experiment_overrides(name, tmp_path),
-        "trainer.max_epochs=4",
+        f"trainer.max_epochs={epochs}",
         "dataset.batch_size=32",
     ]
     cfg = compose_cfg(*overrides)
     assert cfg.name == name
     metrics = train(cfg, tmp_path / "run")
-    assert metrics["epochs"] == 4
+    assert metrics["epochs"] == epochs
     # 100 test images of 4 classes (9 of 3 for Tiny ImageNet): 0.15 above chance is beyond noise
     assert metrics["test/acc"] > chance(cfg) + 0.15, metrics["test/acc"]
 

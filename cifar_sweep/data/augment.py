@@ -71,13 +71,15 @@ def zoom(x: Tensor, g: torch.Generator, *, low: float, high: float) -> Tensor:
 
 
 def cutout(x: Tensor, g: torch.Generator, *, size: int) -> Tensor:
-    """Zero a size x size square at a random centre of each image (DeVries & Taylor 2017)."""
+    """Zero a size x size square at a random centre of each image (DeVries & Taylor 2017),
+    clipped where it overhangs the border; an even size puts the centre below and right of
+    the middle."""
     n, _, h, w = x.shape
     cy = torch.randint(0, h, (n, 1, 1), generator=g, device=x.device)
     cx = torch.randint(0, w, (n, 1, 1), generator=g, device=x.device)
-    ys = torch.arange(h, device=x.device)[None, :, None]
-    xs = torch.arange(w, device=x.device)[None, None, :]
-    inside = ((ys - cy).abs() <= size // 2) & ((xs - cx).abs() <= size // 2)
+    ys = torch.arange(h, device=x.device)[None, :, None] - cy + size // 2  # 0..size-1 inside
+    xs = torch.arange(w, device=x.device)[None, None, :] - cx + size // 2
+    inside = (ys >= 0) & (ys < size) & (xs >= 0) & (xs < size)
     return x.masked_fill(inside[:, None], 0.0)
 
 

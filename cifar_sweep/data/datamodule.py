@@ -105,6 +105,21 @@ class DeviceBatches:
         return out[0], out[1]
 
 
+def fold_split(order: Tensor, *, folds: int, fold: int) -> tuple[Tensor, Tensor]:
+    """k-fold's training and validation indices for `fold` of `folds`: `order` cut into `folds`
+    parts whose sizes differ by at most one (the first n % k parts one larger, as scikit-learn's
+    KFold), so every training image validates in exactly one fold and trains in the others; no
+    remainder is left out of validation."""
+    if folds > len(order):
+        raise UserError(
+            f"dataset.folds={folds} is more than the {len(order)} training images: every fold "
+            "needs at least one image to validate on"
+        )
+    parts = list(torch.tensor_split(order, folds))
+    val = parts.pop(fold)
+    return torch.cat(parts), val
+
+
 class ImageDataModule(L.LightningDataModule):
     """Train / validation / test splits of `dataset`, split once with `dataset.split_seed`."""
 
@@ -127,10 +142,8 @@ class ImageDataModule(L.LightningDataModule):
         n = len(data.train_x)
         g = torch.Generator().manual_seed(self.cfg.split_seed)
         order = torch.randperm(n, generator=g)
-        if self.fold is not None:  # k-fold: validate on the fold-th of k equal parts
-            size = n // self.cfg.folds
-            val = order[self.fold * size : (self.fold + 1) * size]
-            train = torch.cat([order[: self.fold * size], order[(self.fold + 1) * size :]])
+        if self.fold is not None:
+            train, val = fold_split(order, folds=self.cfg.folds, fold=self.fold)
         else:
             count = val_count(self.cfg.val_size, n)
             val, train = order[:count], order[count:]

@@ -26,6 +26,13 @@ def hold() -> None:
         _held = {}
 
 
+def release() -> None:
+    """Read each tree from disk again, as before hold(): for whatever this process runs after
+    its sweep (a test after a sweep run in-process)."""
+    global _held
+    _held = None
+
+
 @dataclass
 class Tree:
     """(path, label) pairs per split ("train", "test"), class names, and what was skipped."""
