@@ -32,7 +32,7 @@ from cifar_sweep.classifier import lr_schedule
 from cifar_sweep.data import tree
 from cifar_sweep.data.decode import GRAY_BANDS
 from cifar_sweep.errors import UserError
-from cifar_sweep.targets import build
+from cifar_sweep.instantiate import build
 
 # trainer.* `auto`s the runner decides per device (train.device_defaults), valid on any device:
 # Lightning's defaults stand in for them
