@@ -1,6 +1,8 @@
 """Study reports: a printed table, optimization_results.yaml, trials.csv and Optuna's plots.
 
-python -m cifar_sweep.report sqlite:///outputs/studies.db [study] [--out DIR]
+python -m cifar_sweep.report [storage] [study] [--out DIR]; with no storage, the one sweeps write
+to by default (hydra.sweeper.storage in conf/config.yaml); with no study and several there, a
+list of them.
 """
 
 import argparse
@@ -109,16 +111,46 @@ def announce(study: optuna.Study, out_dir, files: list[Path], *, what: str) -> N
     )
 
 
+def default_storage() -> str:
+    """The storage a sweep writes to unless told otherwise, as conf/config.yaml says."""
+    from cifar_sweep.config_dir import CONF
+
+    return OmegaConf.load(CONF / "config.yaml").hydra.sweeper.storage
+
+
+def listing(url: str, names: list[str]) -> str:
+    """One line per study: its trials by class and its headline result."""
+    lines = [
+        f"{len(names)} studies in {url}; report one with: python -m cifar_sweep.report {url} NAME"
+    ]
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=url)
+        trials = study.get_trials(deepcopy=False)
+        states = Counter(map(classify, trials))
+        counts = " ".join(f"{k}={v}" for k, v in sorted(states.items()))
+        objective = objective_names(study.user_attrs.get(OBJECTIVE, []))
+        lines.append(f"  {name}: {len(trials)} trials ({counts}); {headline(study, objective)}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Report on an Optuna study.")
-    parser.add_argument("storage", help="e.g. sqlite:///outputs/studies.db")
+    parser = argparse.ArgumentParser(
+        prog="python -m cifar_sweep.report", description="Report on an Optuna study."
+    )
+    parser.add_argument(
+        "storage", nargs="?", help="e.g. sqlite:///outputs/studies.db (default: conf/config.yaml's)"
+    )
     parser.add_argument("study", nargs="?", help="study name (optional if there is one)")
     parser.add_argument("--out", help="folder for the files (default: outputs/reports/<study>)")
     args = parser.parse_args(argv)
-    names = study_names(args.storage)
+    storage = args.storage or default_storage()
+    names = study_names(storage)
     if args.study is None and len(names) != 1:
-        sys.exit(f"error: name one of the {len(names)} studies in {args.storage}: {names}")
-    name = args.study or names[0]
+        if not names:
+            sys.exit(f"error: {storage} holds no study yet (a sweep: python -m cifar_sweep -m)")
+        print(listing(storage, names))
+        return
+    args.storage, name = storage, args.study or names[0]
     if name not in names:
         sys.exit(
             f"error: no study {name!r} in {args.storage}{did_you_mean(name, names)}; "
@@ -135,7 +167,10 @@ def study_names(url: str) -> list[str]:
     one line."""
     path = url.partition(":///")[2] if url.startswith("sqlite") else url.removeprefix("journal:")
     if (url.startswith("sqlite") or url.startswith("journal:")) and not Path(path).is_file():
-        sys.exit(f"error: {url}: no such database file ({Path(path).absolute()})")
+        sys.exit(
+            f"error: {url}: no such database file ({Path(path).absolute()}); a sweep creates "
+            "it (python -m cifar_sweep -m), or name another storage"
+        )
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend

@@ -439,3 +439,33 @@ def test_two_runs_started_together_get_two_folders():
     run1, run2, sweep1, sweep2 = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert run1.startswith("outputs/runs/") and sweep1.startswith("outputs/multirun/")
     assert run1 != run2 and sweep1 != sweep2
+
+
+def test_help_names_the_program_and_the_commands_a_user_starts_with():
+    cmd = [sys.executable, "-m", "cifar_sweep", "--help"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[0].startswith("cifar_sweep: train image classifiers")
+    for start in ("+experiment=quickstart -m", "optimizer.lr=0.05", "model=resnet18 -m"):
+        assert f"python -m cifar_sweep {start}" in done.stdout
+    assert "__main__" not in done.stdout and "is powered by Hydra" not in done.stdout
+
+
+def test_the_report_without_arguments_lists_the_studies_of_the_default_storage(
+    tmp_path: Path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)  # the default storage, sqlite:///outputs/studies.db, is relative
+    with pytest.raises(SystemExit) as exit_:
+        report.main([])
+    assert "outputs/studies.db: no such database file" in str(exit_.value.code)
+    (tmp_path / "outputs").mkdir()
+    url = f"sqlite:///{tmp_path / 'outputs' / 'studies.db'}"
+    for name, value in (("first", 0.5), ("second", 0.7)):
+        s = optuna.create_study(study_name=name, storage=url, direction="maximize")
+        s.optimize(lambda t, v=value: v + 0 * t.suggest_float("x", 0, 1), n_trials=2)
+    report.main([])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("2 studies in sqlite:///outputs/studies.db; report one with:")
+    assert lines[1].startswith("  first: 2 trials (complete=2); best value=0.5 (trial 0")
+    assert lines[2].startswith("  second: 2 trials (complete=2); best value=0.7")
+    assert not (tmp_path / "outputs" / "reports").exists()  # a listing writes nothing
