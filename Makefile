@@ -1,4 +1,6 @@
 PY ?= .venv/bin/python
+# the offline JPEG copy of CIFAR-10 as an archive (cifar10-jpeg.tar.xz), when there is one
+CIFAR10_JPEG ?=
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9/.-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -24,8 +26,15 @@ format:  ## apply ruff's formatting and fixes
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-data/cifar10-jpeg:  ## unpack the offline JPEG copy of CIFAR-10
-	mkdir -p $@ && tar -xJf ../shared/data/cifar10-jpeg.tar.xz -C $@
+data/cifar10-jpeg:  ## unpack the offline JPEG copy of CIFAR-10 that CIFAR10_JPEG=<archive> names
+	@[ -n "$(CIFAR10_JPEG)" ] || { echo "error: CIFAR10_JPEG is not set: make $@ CIFAR10_JPEG=<path to cifar10-jpeg.tar.xz>" >&2; exit 1; }
+	mkdir -p $@.partial && tar -xJf "$(CIFAR10_JPEG)" -C $@.partial && mv $@.partial $@
+
+quickstart:  ## the quickstart study on data/cifar10-jpeg, else the archive CIFAR10_JPEG names, else the official download
+	@if [ -d data/cifar10-jpeg/train ]; then data=""; \
+	elif [ -n "$(CIFAR10_JPEG)" ]; then $(MAKE) --no-print-directory data/cifar10-jpeg && data=""; \
+	else data="dataset=cifar10"; \
+	fi && $(PY) -m cifar_sweep +experiment=quickstart $$data -m
 
 train:  ## ResNet-18 on CIFAR-10 with the defaults
 	$(PY) -m cifar_sweep
@@ -58,4 +67,4 @@ tensorboard:  ## TensorBoard on every run and sweep
 clean:  ## remove outputs, caches and build files (not data/)
 	rm -rf outputs .pytest_cache .ruff_cache build dist *.egg-info
 
-.PHONY: help install test test-slow test-slurm lint format train train-offline sweep bench bench-sweep bench-workers bench-startup campaign tensorboard clean
+.PHONY: help install quickstart test test-slow test-slurm lint format train train-offline sweep bench bench-sweep bench-workers bench-startup campaign tensorboard clean

@@ -40,3 +40,21 @@ def test_a_grid_sweep_ends_without_matplotlib_notes(tmp_path: Path):
     result = sweep(tmp_path, "model.hidden=16,32", "model=tiny_cnn", "model.channels=[8]", plots)
     assert "categorical units" not in result.stdout + result.stderr
     assert (tmp_path / "sweep" / "plots" / "slice.png").stat().st_size > 1000  # still drawn
+
+
+def test_a_sweep_whose_dataset_cannot_be_had_stops_before_its_study_in_one_line(
+    tmp_path: Path, monkeypatch
+):
+    """The mission's own command on a machine without a network: no trial starts."""
+    from torchvision.datasets import CIFAR10
+
+    monkeypatch.setattr(CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")  # offline
+    offline = ("dataset=cifar10", f"dataset.root={tmp_path / 'cifar10'}", "model=resnet18")
+    result = sweep(tmp_path, *offline, ok=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: dataset.root={tmp_path / 'cifar10'}: could not download")
+    for way in ("dataset=cifar10_folder", "CIFAR10_JPEG=", "the network"):
+        assert way in line
+    assert not (tmp_path / "studies.db").exists()  # refused before the study was opened
+    assert "sweep done" not in result.stdout and "next:" not in result.stdout

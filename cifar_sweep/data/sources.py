@@ -26,9 +26,10 @@ from cifar_sweep.errors import UserError
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2  # part of the key: a cache written by older code is never read
-OFFLINE_HINT = (
-    "offline, use dataset=cifar10_folder dataset.root=<ImageFolder tree>, e.g. the JPEG copy "
-    "unpacked from ../shared/data/cifar10-jpeg.tar.xz"
+OFFLINE_HINT = (  # the three ways to CIFAR-10, as `make quickstart` tries them
+    "offline, use an ImageFolder copy: dataset=cifar10_folder dataset.root=<tree> (by default "
+    "data/cifar10-jpeg; make data/cifar10-jpeg CIFAR10_JPEG=<cifar10-jpeg.tar.xz> unpacks the "
+    "JPEG copy there), or connect to the network for the official download"
 )
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 
@@ -176,6 +177,19 @@ def _cifar10_batches(root: Path) -> list[str] | None:
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     paths = [folder / n for n in names]
     return [str(p) for p in paths] if all(p.is_file() for p in paths) else None
+
+
+def fetch(cfg) -> None:
+    """The source's files downloaded now where they are missing (cifar10, tiny_imagenet): a
+    sweep fetches them once before its study starts, so a dataset that cannot be had is one
+    line before any trial."""
+    root = Path(cfg.root)
+    missing = (cfg.source == "cifar10" and not _cifar10_batches(root)) or (
+        cfg.source == "tiny_imagenet" and not (root / "wnids.txt").exists()
+    )
+    if missing:
+        with _building(cfg):
+            _source(cfg, fetch=True)
 
 
 def _download_cifar10(root: Path) -> None:

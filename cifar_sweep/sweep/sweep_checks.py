@@ -49,9 +49,13 @@ def check_sweep(cfg: DictConfig) -> None:
     _storage(OmegaConf.to_container(sweeper, resolve=False).get("storage"), cfg.hydra.sweep.dir)
     _one_device_per_trial(cfg.trainer)
     _pruner(cfg)
-    _space(cfg)
+    swept = _space(cfg)
     check_objective(cfg)
     check(cfg)
+    if not any(key == "dataset" or key.startswith("dataset.") for key in swept):
+        from cifar_sweep.data import sources
+
+        sources.fetch(cfg.dataset)  # a download that cannot work fails here, not in each trial
 
 
 def _one_device_per_trial(trainer: DictConfig) -> None:
@@ -99,15 +103,16 @@ def _pruner(cfg: DictConfig) -> None:
         )
 
 
-def _space(cfg: DictConfig) -> None:
+def _space(cfg: DictConfig) -> list[str]:
     """Every search-space bound in order, before a trial asks for it: the search_space group's
-    and the command line's sweep values."""
+    and the command line's sweep values. Returns the swept keys."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False).get("params") or {}
     lines = [f"{k}={v}" for k, v in params.items()]
     lines += list(OmegaConf.select(cfg, "hydra.overrides.task", default=None) or [])
     parser = OverridesParser.create()
+    swept = []
     for line in lines:
         try:
             [override] = parser.parse_overrides([line])
@@ -116,8 +121,10 @@ def _space(cfg: DictConfig) -> None:
         if not override.is_sweep_override():
             continue
         key = override.get_key_element().lstrip("+~")
+        swept.append(key)
         for value in _sweep_values(key, override.value()):
             _swept_value(cfg, key, value)
+    return swept
 
 
 def _sweep_values(key: str, sweep) -> list:
