@@ -5,10 +5,14 @@ and renamed, so a process killed at any moment leaves the previous epoch's check
 It holds what Lightning restores (model, optimizer, scheduler, loops, callbacks' counters), the
 data order and augmentation generator and the global RNGs (ImageDataModule.state_dict), and the
 run's config, so a resumed run with a different config is refused instead of silently mixing two.
+Once training has ended (its last epoch, or a stop: early stopping, the pruner), last.ckpt is
+written once more with the fit's metrics, epochs and best checkpoint: a resume of that run trains
+nothing and goes straight to testing, as a run killed while testing needs.
 """
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,12 +24,17 @@ from cifar_sweep.errors import UserError
 log = logging.getLogger(__name__)
 LAST = Path("checkpoints") / "last.ckpt"
 CONFIG = "cifar_sweep/config"  # the run's config, as a key of the checkpoint
+ENDED = "cifar_sweep/ended"  # once training has ended: the fit's metrics, epochs, best checkpoint
 # keys that may change between a run and its resumption: where it is, and what to call it
 FREE_KEYS = {"resume", "trial", "hydra"}
 
 
 class AtomicCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose files appear whole or not at all (written, then renamed)."""
+    """ModelCheckpoint whose files appear whole or not at all (written, then renamed); no
+    version counter, so a file of the same name is replaced rather than joined by `-v1`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(enable_version_counter=False, **kwargs)
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         partial = f"{filepath}.partial"
@@ -35,15 +44,57 @@ class AtomicCheckpoint(ModelCheckpoint):
         self._last_checkpoint_saved = filepath
 
 
+def record(trainer) -> dict:
+    """What a resume of an ended run reads instead of fitting again: the fit's metrics (those
+    logged after the last validation too), its epochs and its best checkpoint."""
+    return {
+        "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+        "epochs": trainer.current_epoch,
+        "best": trainer.checkpoint_callback.best_model_path,
+    }
+
+
+def _last_epoch(trainer) -> bool:
+    """Whether training ends after this epoch: its last, or a stop (early stopping and the
+    pruner decide in on_validation_end, before checkpoint callbacks run)."""
+    limit = trainer.max_epochs
+    return trainer.should_stop or (limit not in (None, -1) and trainer.current_epoch + 1 >= limit)
+
+
 class EveryEpoch(AtomicCheckpoint):
-    """checkpoints/last.ckpt after every epoch, whether or not it was the best."""
+    """checkpoints/last.ckpt after every epoch, whether or not it was the best; after the last,
+    once training has ended, with the fit's record (ENDED)."""
 
     def __init__(self, out_dir: Path, cfg: DictConfig):
         super().__init__(dirpath=out_dir / LAST.parent, filename=LAST.stem, save_top_k=1)
         self.config = _comparable(cfg)
+        self.ended: dict | None = None
+
+    def _save_topk_checkpoint(self, trainer, monitor_candidates) -> None:
+        if not _last_epoch(trainer):  # that one by on_train_end, with what fit logs after it
+            super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+    def on_train_end(self, trainer, module) -> None:
+        super().on_train_end(trainer, module)
+        self.ended = record(trainer)
+        self._save_checkpoint(trainer, str(Path(self.dirpath) / LAST.name))
 
     def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
         checkpoint[CONFIG] = self.config
+        if self.ended is not None:
+            checkpoint[ENDED] = self.ended
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Nothing to restore: its one file has a fixed name in this run's own folder."""
+
+
+@dataclass
+class Start:
+    """Where a run starts: `checkpoint` to fit from (None: epoch 0), or, with `ended`, the
+    record of a fit that had ended: nothing to train, only to test."""
+
+    checkpoint: Path | None = None
+    ended: dict | None = None
 
 
 def _comparable(cfg: DictConfig) -> dict:
@@ -80,17 +131,23 @@ def same_config(cfg: DictConfig) -> dict:
     return saved
 
 
-def checkpoint(cfg: DictConfig) -> Path | None:
-    """The checkpoint this run goes on from: `resume`'s last.ckpt, or None to start afresh.
-    A checkpoint of a run with another config is an error naming the first differing key."""
+def start(cfg: DictConfig) -> Start:
+    """Where this run starts: `resume`'s last.ckpt, its ended fit, or epoch 0. A checkpoint of
+    a run with another config is an error naming the first differing key."""
     if not cfg.get("resume"):
-        return None
+        return Start()
     last = Path(cfg.resume) / LAST  # the folder itself is checked before Hydra starts the run
     if not last.exists():
-        return None  # stopped before its first epoch ended: nothing to go on from
+        return Start()  # stopped before its first epoch ended: nothing to go on from
     saved = same_config(cfg)
-    if saved["epoch"] + 1 >= cfg.trainer.max_epochs:  # stopped while testing: nothing to go on
-        log.info("resume=%s: its training had ended; training again from epoch 0", cfg.resume)
-        return None
+    if saved.get(ENDED):
+        epochs = saved[ENDED]["epochs"]
+        log.info("resume=%s: its training had ended after %d epochs; nothing to train again",
+                 cfg.resume, epochs)  # fmt: skip
+        return Start(last, saved[ENDED])
+    if saved["epoch"] + 1 >= cfg.trainer.max_epochs:  # written before its fit's record was kept
+        log.info("resume=%s: its training had ended, its metrics unsaved; training again from "
+                 "epoch 0", cfg.resume)  # fmt: skip
+        return Start()
     log.info("resume=%s: going on from epoch %d", cfg.resume, saved["epoch"] + 1)  # 0-based
-    return last
+    return Start(last)

@@ -202,9 +202,11 @@ def _train(
     hparams.pop("hydra", None)
     trainer.logger.log_hyperparams(hparams, {"val/acc_best": 0.0, "test/acc": 0.0})
     trainer.logger.log_metrics({"model/params": params, "model/flops": flop_count}, step=0)
-    trainer.fit(module, datamodule=data, ckpt_path=resume.checkpoint(cfg))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    best = trainer.checkpoint_callback.best_model_path
+    begin = resume.start(cfg)
+    if begin.ended is None:  # else its training had ended: straight to testing its best
+        trainer.fit(module, datamodule=data, ckpt_path=begin.checkpoint)
+    fitted = begin.ended or resume.record(trainer)
+    metrics, best, epochs = dict(fitted["metrics"]), fitted["best"], fitted["epochs"]
     trainer.strategy.barrier()  # on N devices: rank 0 has renamed the best checkpoint into place
     if evaluate:  # one pass over the test set: test/acc and the report from the same predictions
         trainer.limit_predict_batches = trainer.limit_test_batches
@@ -218,13 +220,13 @@ def _train(
         tested = trainer.callback_metrics.items()
         metrics.update({k: float(v) for k, v in tested if k.startswith("test/")})
     if cfg.trainer.stop_on_nonfinite:
-        last_epoch = max(trainer.current_epoch - 1, 0)
+        last_epoch = max(epochs - 1, 0)
         raise_if_diverged(metrics, max_loss=cfg.trainer.max_loss, epoch=last_epoch)
     metrics.update(
         {
             "model/params": params,
             "model/flops": flop_count,
-            "epochs": trainer.current_epoch,
+            "epochs": epochs,
             "time/total_s": time.perf_counter() - t_start,
             "time/epochs_s": module.epochs_s,
         }

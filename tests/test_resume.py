@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 from conftest import ROOT, compose_cfg, run_cli, tiny
 
@@ -71,25 +72,75 @@ def test_resume_of_a_folder_that_is_not_a_run_is_one_line(tmp_path: Path):
     assert not (tmp_path / "nope").exists()
 
 
-def test_resuming_a_run_whose_training_ended_trains_it_again(tmp_path: Path, caplog):
-    """Stopped while testing (its last epoch saved): there is no epoch to go on from."""
-    train(compose_cfg(*RUN, "trainer.max_epochs=1", tmp_path=tmp_path), tmp_path / "run")
-    again = compose_cfg(
-        *RUN, "trainer.max_epochs=1", f"resume={tmp_path / 'run'}", tmp_path=tmp_path
-    )
+class Killed(Exception):
+    """Stands for a SIGKILL at a chosen moment, in this process."""
+
+
+class KillWhileTesting(L.Callback):
+    def on_test_start(self, trainer, module) -> None:
+        raise Killed
+
+
+class TrainedEpochs(L.Callback):
+    """Counts the epochs a run trains (every seed and fold of it: `every_run`)."""
+
+    every_run = True
+
+    def __init__(self):
+        self.count = 0
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self.count += 1
+
+
+def killed_while_testing_then_resumed(tmp_path: Path, *args: str) -> TrainedEpochs:
+    """An uninterrupted run in whole/; the same run killed while testing in run/, then resumed
+    there; returns the epochs the resumed run trained."""
+    train(compose_cfg(*RUN, *args, tmp_path=tmp_path), tmp_path / "whole")
+    with pytest.raises(Killed):
+        train(compose_cfg(*RUN, *args, tmp_path=tmp_path), tmp_path / "run", [KillWhileTesting()])
+    trained = TrainedEpochs()
+    again = compose_cfg(*RUN, *args, f"resume={tmp_path / 'run'}", tmp_path=tmp_path)
+    train(again, tmp_path / "run", [trained])
+    return trained
+
+
+def test_a_run_killed_while_testing_tests_its_checkpoint_without_training_again(
+    tmp_path: Path, caplog
+):
     with caplog.at_level("INFO", logger="cifar_sweep.resume"):
-        metrics = train(again, tmp_path / "run")
-    assert "its training had ended; training again from epoch 0" in caplog.text
-    assert metrics["epochs"] == 1 and "val/acc_best" in metrics
+        trained = killed_while_testing_then_resumed(tmp_path, "trainer.max_epochs=2")
+    assert trained.count == 0
+    assert "its training had ended after 2 epochs; nothing to train again" in caplog.text
+    assert metrics(tmp_path / "run") == metrics(tmp_path / "whole")
+    # no last-v1.ckpt beside last.ckpt: the next resume finds the same, ended, checkpoint
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "whole" / "checkpoints").iterdir())
 
 
-def test_each_seed_of_a_repeated_run_resumes_from_its_own_folder(tmp_path: Path, caplog):
+def test_an_early_stopped_run_resumed_trains_no_further_epoch(tmp_path: Path):
+    # never an improvement of 10 in val/loss: stops after its second epoch of 4
+    stops = ["trainer.early_stopping.patience=1", "+trainer.early_stopping.min_delta=10"]
+    trained = killed_while_testing_then_resumed(tmp_path, *stops)
+    assert metrics(tmp_path / "whole")["epochs"] == 2  # stopped early
+    assert trained.count == 0
+    assert metrics(tmp_path / "run") == metrics(tmp_path / "whole")
+
+
+@pytest.mark.parametrize(("split", "folder"), [("repeats=2", "seed"), ("dataset.folds=2", "fold")])
+def test_each_seed_or_fold_resumes_from_its_own_folder_without_training_again(
+    tmp_path: Path, caplog, split: str, folder: str
+):
     from cifar_sweep.__main__ import fit
 
-    seeds = [*RUN, "trainer.max_epochs=1", "repeats=2"]
-    fit(compose_cfg(*seeds, tmp_path=tmp_path), tmp_path / "run", [], evaluate=False)
-    again = compose_cfg(*seeds, f"resume={tmp_path / 'run'}", tmp_path=tmp_path)
+    runs = [*RUN, "trainer.max_epochs=1", split]
+    fit(compose_cfg(*runs, tmp_path=tmp_path), tmp_path / "run", [], evaluate=True)
+    before = metrics(tmp_path / "run")
+    trained = TrainedEpochs()
+    again = compose_cfg(*runs, f"resume={tmp_path / 'run'}", tmp_path=tmp_path)
     with caplog.at_level("INFO", logger="cifar_sweep.resume"):
-        fit(again, tmp_path / "run", [], evaluate=False)
-    for seed in (0, 1):  # each seed found its own checkpoint (its training had ended)
-        assert f"resume={tmp_path / 'run' / f'seed{seed}'}: its training had ended" in caplog.text
+        fit(again, tmp_path / "run", [trained], evaluate=True)
+    for i in (0, 1):  # each found its own checkpoint, whose training had ended
+        assert f"resume={tmp_path / 'run' / f'{folder}{i}'}: its training had ended" in caplog.text
+    assert trained.count == 0
+    assert metrics(tmp_path / "run") == before
