@@ -12,11 +12,13 @@ nothing and goes straight to testing, as a run killed while testing needs.
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_sweep.errors import UserError
@@ -42,6 +44,31 @@ class AtomicCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             os.replace(partial, filepath)
         self._last_checkpoint_saved = filepath
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """ModelCheckpoint's, and in another folder (a retried trial goes on in its own) with the
+        ranked checkpoints copied into this one: Lightning's would forget their scores there,
+        and the first resumed epoch would pass for the best."""
+        ranked = state_dict.get("best_k_models", {})
+        elsewhere = state_dict.get("dirpath", self.dirpath) != self.dirpath
+        if not (ranked and elsewhere and all(map(os.path.exists, ranked))):
+            return super().load_state_dict(state_dict)  # with its warning where files are gone
+        here = {p: str(Path(self.dirpath) / Path(p).name) for p in ranked}
+        if rank_zero_only.rank == 0:
+            Path(self.dirpath).mkdir(parents=True, exist_ok=True)
+            for old, new in here.items():
+                shutil.copyfile(old, f"{new}.partial")
+                os.replace(f"{new}.partial", new)
+        moved = {
+            "dirpath": self.dirpath,
+            "best_k_models": {here[p]: score for p, score in ranked.items()},
+            "last_model_path": "",
+            **{
+                k: here.get(state_dict.get(k), "")
+                for k in ("best_model_path", "kth_best_model_path")
+            },
+        }
+        super().load_state_dict({**state_dict, **moved})
 
 
 def record(trainer) -> dict:

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from conftest import ROOT, compose_cfg, run_cli, tiny
 
 from cifar_sweep.errors import UserError
+from cifar_sweep.resume import LAST
 from cifar_sweep.train import train
 
 RUN = [
@@ -125,6 +127,54 @@ def test_an_early_stopped_run_resumed_trains_no_further_epoch(tmp_path: Path):
     assert metrics(tmp_path / "whole")["epochs"] == 2  # stopped early
     assert trained.count == 0
     assert metrics(tmp_path / "run") == metrics(tmp_path / "whole")
+
+
+class KillAtEpoch(L.Callback):
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise Killed
+
+
+class BestWhenTesting(L.Callback):
+    def on_test_start(self, trainer, module) -> None:
+        best = trainer.checkpoint_callback
+        self.path, self.score = Path(best.best_model_path), float(best.best_model_score)
+
+
+# lr 0.01 for two epochs, then gradient ascent (lr -0.001): val/acc peaks at epoch 1, then falls
+# (0.74, 0.93, 0.76, 0.35), every loss finite
+PEAKS_EARLY = [
+    "optimizer.lr=0.01",
+    "scheduler=step",
+    "scheduler.fn.step_size=2",
+    "scheduler.fn.gamma=-0.1",
+    "trainer.max_epochs=4",
+]
+
+
+def saved_best_score(checkpoint: Path) -> float:
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    [state] = [v for k, v in saved["callbacks"].items() if k.startswith("AtomicCheckpoint")]
+    return float(state["best_model_score"])
+
+
+def test_a_retry_in_a_new_folder_tests_the_best_epoch_of_the_run_it_goes_on_from(tmp_path: Path):
+    """A retried trial goes on in a folder of its own: the best epoch may be the first run's."""
+    whole = train(compose_cfg(*RUN, *PEAKS_EARLY, tmp_path=tmp_path), tmp_path / "whole")
+    with pytest.raises(Killed):  # after epochs 0 and 1, the better ones
+        first = compose_cfg(*RUN, *PEAKS_EARLY, tmp_path=tmp_path)
+        train(first, tmp_path / "first", [KillAtEpoch(2)])
+    assert saved_best_score(tmp_path / "first" / LAST) == whole["val/acc_best"] > whole["val/acc"]
+    retry = compose_cfg(*RUN, *PEAKS_EARLY, f"resume={tmp_path / 'first'}", tmp_path=tmp_path)
+    best = BestWhenTesting()
+    again = train(retry, tmp_path / "retry", [best])
+    assert again["test/acc"] == whole["test/acc"]  # the first run's best epoch, tested
+    assert best.score == again["val/acc_best"] == whole["val/acc_best"]
+    assert best.path.parent == tmp_path / "retry" / "checkpoints"  # a copy: the folder stands alone
+    assert metrics(tmp_path / "retry") == metrics(tmp_path / "whole")
 
 
 @pytest.mark.parametrize(("split", "folder"), [("repeats=2", "seed"), ("dataset.folds=2", "fold")])
