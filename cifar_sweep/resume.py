@@ -135,14 +135,18 @@ def _comparable(cfg: DictConfig) -> dict:
 
 
 def _first_difference(saved, now, prefix: str = "") -> str | None:
-    """The first dotted key whose value differs between two plain configs, or None."""
+    """The first dotted key whose value differs between two plain configs, or None. A key now
+    `auto` matches any saved value: checkpoints of runs before configs were kept as written hold
+    what `auto` became on their device (trainer.precision bf16-mixed on a GPU)."""
     if isinstance(saved, dict) and isinstance(now, dict):
         for key in sorted(set(saved) | set(now), key=str):
             found = _first_difference(saved.get(key), now.get(key), f"{prefix}{key}.")
             if found:
                 return found
         return None
-    return None if saved == now else f"{prefix[:-1]} (was {saved!r}, now {now!r})"
+    if saved == now or now == "auto":  # `auto` is what the device decides: any run's decision
+        return None
+    return f"{prefix[:-1]} (was {saved!r}, now {now!r})"
 
 
 def same_config(cfg: DictConfig) -> dict:

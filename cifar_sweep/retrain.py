@@ -156,7 +156,7 @@ def check_retrain(retrain: DictConfig) -> None:
 
 def retrain(cfg: DictConfig, hc, out_dir: Path) -> None:
     from cifar_sweep import compare, resume
-    from cifar_sweep.train import device_defaults, train
+    from cifar_sweep.train import train
 
     check_retrain(cfg.retrain)
     arguments = sweep_arguments(list(hc.overrides.task))
@@ -183,7 +183,7 @@ def retrain(cfg: DictConfig, hc, out_dir: Path) -> None:
         )
         run_cfg = compose(config_name="config", overrides=overrides)
         if earlier and (run_dir / "metrics.json").exists():
-            resume.same_config(device_defaults(run_cfg))  # or an error naming the key that differs
+            resume.same_config(run_cfg)  # or an error naming the key that differs
             metrics = json.loads((run_dir / "metrics.json").read_text())
             log.info("%s: finished earlier in %s; kept", label, run_dir)
         else:

@@ -110,8 +110,11 @@ def trainer_args(t: DictConfig) -> dict:
     return args
 
 
-def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list) -> L.Trainer:
-    """A Lightning Trainer from trainer.*, with our checkpoint, early stopping and logger."""
+def build_trainer(
+    cfg: DictConfig, out_dir: Path, callbacks: list, *, written: DictConfig | None = None
+) -> L.Trainer:
+    """A Lightning Trainer from trainer.*, with our checkpoint, early stopping and logger.
+    `written`: the config before device_defaults, which checkpoints keep (default `cfg`)."""
     t = cfg.trainer
     # val_size=0 (and no folds): train on train+validation, keep the last epoch, validate never
     validates = cfg.dataset.val_size > 0 or bool(cfg.dataset.get("folds"))
@@ -122,7 +125,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list) -> L.Trainer:
     )
     callbacks = [
         checkpoint,
-        resume.EveryEpoch(out_dir, cfg),
+        resume.EveryEpoch(out_dir, written or cfg),
         *callbacks,
         *([OneProgressBar()] if t.progress_bar else []),
     ]
@@ -188,11 +191,12 @@ def _train(
 ) -> dict[str, float]:
     t_start = time.perf_counter()
     check(cfg)
-    cfg = device_defaults(cfg)
+    written, cfg = cfg, device_defaults(cfg)  # a resume compares `auto` as written: any device
     quiet_lightning()
     L.seed_everything(cfg.seed, verbose=False)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = build_trainer(cfg, out_dir, callbacks)  # refuses unknown keys before the data
+    # refuses unknown keys before the data
+    trainer = build_trainer(cfg, out_dir, callbacks, written=written)
     data = ImageDataModule(
         cfg.dataset, seed=cfg.seed, channels_last=cfg.trainer.channels_last, fold=fold
     )
@@ -202,7 +206,7 @@ def _train(
     hparams.pop("hydra", None)
     trainer.logger.log_hyperparams(hparams, {"val/acc_best": 0.0, "test/acc": 0.0})
     trainer.logger.log_metrics({"model/params": params, "model/flops": flop_count}, step=0)
-    begin = resume.start(cfg)
+    begin = resume.start(written)
     if begin.ended is None:  # else its training had ended: straight to testing its best
         trainer.fit(module, datamodule=data, ckpt_path=begin.checkpoint)
     fitted = begin.ended or resume.record(trainer)

@@ -2,6 +2,7 @@
 ends exactly where an uninterrupted run ends (trainer.deterministic=true on the CPU)."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import torch
 from conftest import ROOT, compose_cfg, run_cli, tiny
 
 from cifar_sweep.errors import UserError
-from cifar_sweep.resume import LAST
+from cifar_sweep.resume import CONFIG, LAST
 from cifar_sweep.train import train
 
 RUN = [
@@ -175,6 +176,47 @@ def test_a_retry_in_a_new_folder_tests_the_best_epoch_of_the_run_it_goes_on_from
     assert best.score == again["val/acc_best"] == whole["val/acc_best"]
     assert best.path.parent == tmp_path / "retry" / "checkpoints"  # a copy: the folder stands alone
     assert metrics(tmp_path / "retry") == metrics(tmp_path / "whole")
+
+
+def as_a_gpu_run_writes_it(checkpoint: Path, *, resolved: bool) -> None:
+    """The checkpoint of this CPU run, as a GPU run would have written it: a CUDA data-order
+    generator's state (Philox: 16 bytes), and with `resolved` (as before configs were compared
+    as written) trainer.precision and channels_last decided for the GPU."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if resolved:
+        saved[CONFIG]["trainer"].update(precision="bf16-mixed", channels_last=True)
+    data = saved["ImageDataModule"]
+    data["generator"] = torch.zeros(16, dtype=torch.uint8)
+    data.pop("device", None)
+    data.update({} if resolved else {"device": "cuda"})
+    torch.save(saved, checkpoint)
+
+
+@pytest.mark.parametrize("resolved", [True, False], ids=["config-resolved", "config-as-written"])
+def test_a_run_from_a_gpu_resumes_on_the_cpu_with_a_data_order_from_seed_and_epoch(
+    tmp_path: Path, caplog, resolved: bool
+):
+    cfg = compose_cfg(*RUN, "trainer.max_epochs=2", tmp_path=tmp_path)
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "run", [KillAtEpoch(1)])
+    as_a_gpu_run_writes_it(tmp_path / "run" / LAST, resolved=resolved)
+    shutil.copytree(tmp_path / "run", tmp_path / "again")
+    found = []
+    for folder in ("run", "again"):  # twice: the same data order each time
+        resumed = compose_cfg(*RUN, "trainer.max_epochs=2", f"resume={tmp_path / folder}",
+                              tmp_path=tmp_path)  # fmt: skip
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            found.append(train(resumed, tmp_path / folder))
+        assert "going on from epoch 1" in caplog.text
+        said = [r.getMessage() for r in caplog.records if "data order" in r.getMessage()]
+        drawn_on = "another kind of device" if resolved else "cuda"  # as saved, or not at all
+        assert said == [
+            f"resume: the data order was drawn on {drawn_on}, this run is on cpu: epoch 1 on "
+            "draws it from seed 0 and the epoch"
+        ]
+    assert metrics(tmp_path / "run") == metrics(tmp_path / "again")
+    assert found[0]["epochs"] == 2
 
 
 @pytest.mark.parametrize(("split", "folder"), [("repeats=2", "seed"), ("dataset.folds=2", "fold")])

@@ -210,22 +210,44 @@ class ImageDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DeviceBatches:
         self._train = self._batches("train", train=True)
         if self._resumed is not None:  # go on with the data order where the checkpoint left it
-            self._train.generator.set_state(self._resumed["generator"].to(torch.uint8))
+            self._restore_generator(self._resumed)
             torch.set_rng_state(self._resumed["rng"])
             if self._resumed.get("cuda_rng") and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(self._resumed["cuda_rng"])
             self._resumed = None
         return self._train
 
+    def _restore_generator(self, saved: dict) -> None:
+        """The data order's generator as saved; saved on another kind of device (its state
+        fits no other), one drawn from the seed and the epoch, the same on every rerun."""
+        generator, state = self._train.generator, saved["generator"].to(torch.uint8)
+        here = generator.device.type
+        # a checkpoint without "device" came from a run that did not record it: its size tells
+        same = saved.get("device", here) == here and state.numel() == generator.get_state().numel()
+        if same:
+            generator.set_state(state)
+            return
+        epoch = self.trainer.current_epoch + 1  # restored at an epoch's end: the next one
+        generator.manual_seed(self.seed * 100_003 + epoch)  # no two (seed, epoch) pairs share one
+        log.info(
+            "resume: the data order was drawn on %s, this run is on %s: epoch %d on draws it "
+            "from seed %d and the epoch",
+            saved.get("device", "another kind of device"),
+            here,
+            epoch,
+            self.seed,
+        )
+
     def state_dict(self) -> dict:
         """What a resumed run needs to draw the same batches and augmentations as an
-        uninterrupted one: the train generator's state and torch's global RNGs (dropout).
-        Tensors only, so the checkpoint still loads with torch.load(weights_only=True)."""
+        uninterrupted one: the train generator's state and device, and torch's global RNGs
+        (dropout). Tensors and strings, so the checkpoint loads with weights_only=True."""
         if self._train is None:
             return {}
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
         return {
             "generator": self._train.generator.get_state(),
+            "device": self._train.generator.device.type,
             "rng": torch.get_rng_state(),
             "cuda_rng": cuda,
         }
