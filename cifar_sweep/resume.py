@@ -10,6 +10,7 @@ written once more with the fit's metrics, epochs and best checkpoint: a resume o
 nothing and goes straight to testing, as a run killed while testing needs.
 """
 
+import contextlib
 import logging
 import os
 import shutil
@@ -25,6 +26,7 @@ from cifar_sweep.errors import UserError
 
 log = logging.getLogger(__name__)
 LAST = Path("checkpoints") / "last.ckpt"
+PREVIOUS = LAST.with_name("previous.ckpt")  # the epoch before: read where last.ckpt is not
 CONFIG = "cifar_sweep/config"  # the run's config, as a key of the checkpoint
 ENDED = "cifar_sweep/ended"  # once training has ended: the fit's metrics, epochs, best checkpoint
 # keys that may change between a run and its resumption: where it is, and what to call it
@@ -42,8 +44,11 @@ class AtomicCheckpoint(ModelCheckpoint):
         partial = f"{filepath}.partial"
         super()._save_checkpoint(trainer, partial)
         if trainer.is_global_zero:
-            os.replace(partial, filepath)
+            self._publish(partial, filepath)
         self._last_checkpoint_saved = filepath
+
+    def _publish(self, partial: str, filepath: str) -> None:
+        os.replace(partial, filepath)
 
     def load_state_dict(self, state_dict: dict) -> None:
         """ModelCheckpoint's, and in another folder (a retried trial goes on in its own) with the
@@ -103,8 +108,23 @@ class EveryEpoch(AtomicCheckpoint):
 
     def on_train_end(self, trainer, module) -> None:
         super().on_train_end(trainer, module)
-        self.ended = record(trainer)
+        fit = record(trainer)  # the best by name: it lies beside last.ckpt, wherever that moves
+        self.ended = {**fit, "best": Path(fit["best"]).name if fit["best"] else ""}
         self._save_checkpoint(trainer, str(Path(self.dirpath) / LAST.name))
+
+    def _publish(self, partial: str, filepath: str) -> None:
+        """The new last.ckpt renamed into place once the old one is also previous.ckpt (a
+        second link to it, renamed over the older one): at any moment both files are whole."""
+        if os.path.exists(filepath):
+            keep = f"{Path(filepath).with_name(PREVIOUS.name)}.partial"
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(keep)  # a kill's leftover
+            try:
+                os.link(filepath, keep)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(filepath, keep)
+            os.replace(keep, Path(filepath).with_name(PREVIOUS.name))
+        os.replace(partial, filepath)
 
     def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
         checkpoint[CONFIG] = self.config
@@ -149,36 +169,88 @@ def _first_difference(saved, now, prefix: str = "") -> str | None:
     return f"{prefix[:-1]} (was {saved!r}, now {now!r})"
 
 
-def same_config(cfg: DictConfig) -> dict:
-    """`resume`'s last checkpoint, if its run had this config; else an error naming the first
-    key that differs."""
-    saved = torch.load(Path(cfg.resume) / LAST, map_location="cpu", weights_only=True)
+def _why(error: Exception) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:200]
+
+
+def _read(folder: Path) -> tuple[dict | None, Path | None, dict[Path, str]]:
+    """The first of `folder`'s last.ckpt and previous.ckpt that can be read, its path, and
+    the ones before it that could not, with why."""
+    unreadable = {}
+    for path in (folder / LAST, folder / PREVIOUS):
+        if not path.exists():
+            continue
+        try:  # mapped: the config and counters are read, the tensors left on disk
+            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return saved, path, unreadable
+        except Exception as e:  # cut short (a full disk, a copy stopped), or not a checkpoint
+            unreadable[path] = _why(e)
+    return None, None, unreadable
+
+
+def _refuse_another_config(cfg: DictConfig, saved: dict) -> None:
     differs = _first_difference(saved.get(CONFIG, {}), _comparable(cfg))
     if differs:
         raise UserError(
             f"resume={cfg.resume}: the run there had another config: {differs}; "
             "rerun its own command with resume=..."
         )
-    return saved
+
+
+def same_config(cfg: DictConfig) -> None:
+    """Nothing if `resume`'s checkpoint (the newest readable) had this config, or there is none;
+    else an error naming the first key that differs."""
+    saved, *_ = _read(Path(cfg.resume))
+    if saved is not None:
+        _refuse_another_config(cfg, saved)
 
 
 def start(cfg: DictConfig) -> Start:
-    """Where this run starts: `resume`'s last.ckpt, its ended fit, or epoch 0. A checkpoint of
-    a run with another config is an error naming the first differing key."""
+    """Where this run starts: `resume`'s newest readable checkpoint, its ended fit, or epoch 0,
+    said in one line with the checkpoints it could not read (moved aside, out of the next
+    epoch's last -> previous). A checkpoint of a run with another config is an error naming
+    the first differing key."""
     if not cfg.get("resume"):
         return Start()
-    last = Path(cfg.resume) / LAST  # the folder itself is checked before Hydra starts the run
-    if not last.exists():
+    saved, path, unreadable = _read(Path(cfg.resume))  # the folder is checked before the run
+    if saved is None and not unreadable:
         return Start()  # stopped before its first epoch ended: nothing to go on from
-    saved = same_config(cfg)
-    if saved.get(ENDED):
-        epochs = saved[ENDED]["epochs"]
-        log.info("resume=%s: its training had ended after %d epochs; nothing to train again",
-                 cfg.resume, epochs)  # fmt: skip
-        return Start(last, saved[ENDED])
-    if saved["epoch"] + 1 >= cfg.trainer.max_epochs:  # written before its fit's record was kept
-        log.info("resume=%s: its training had ended, its metrics unsaved; training again from "
-                 "epoch 0", cfg.resume)  # fmt: skip
-        return Start()
-    log.info("resume=%s: going on from epoch %d", cfg.resume, saved["epoch"] + 1)  # 0-based
-    return Start(last)
+    begin, said = Start(), "training from epoch 0"
+    if saved is not None:
+        _refuse_another_config(cfg, saved)
+        begin, said = _going_on(saved, path, max_epochs=cfg.trainer.max_epochs)
+        said += f" with {path.name}" if unreadable and begin.checkpoint else ""
+    for bad in unreadable:
+        os.replace(bad, f"{bad}.unreadable")
+    lines = [
+        f"{p} is unreadable ({why}), kept as {p.name}.unreadable" for p, why in unreadable.items()
+    ]
+    level = logging.WARNING if unreadable else logging.INFO
+    log.log(level, "resume=%s: %s", cfg.resume, "; ".join([*lines, said]))
+    return begin
+
+
+def _going_on(saved: dict, path: Path, *, max_epochs: int) -> tuple[Start, str]:
+    """Where a readable checkpoint goes on from, and how to say it."""
+    ended = saved.get(ENDED)
+    if ended:
+        said = f"its training had ended after {ended['epochs']} epochs; nothing to train again"
+        best = str(path.parent / ended["best"]) if ended["best"] else ""
+        return Start(path, {**ended, "best": best}), said
+    if saved["epoch"] + 1 >= max_epochs:  # written before a fit's record was kept
+        return Start(), "its training had ended, its metrics unsaved; training from epoch 0"
+    return Start(path), f"going on from epoch {saved['epoch'] + 1}"  # 0-based
+
+
+def testable(best: str, *, last: Path | None) -> str | None:
+    """The checkpoint to test: the best; where that cannot be read, said in one line, the last
+    epoch's weights (`last`; None: those in memory after a fit)."""
+    if not best:
+        return None
+    try:
+        torch.load(best, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # cut short, or gone: the last weights still give a test/acc
+        log.warning("%s (the best checkpoint) is unreadable (%s); testing the last epoch's "
+                    "weights instead", best, _why(e))  # fmt: skip
+        return None if last is None else str(last)
+    return best

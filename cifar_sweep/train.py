@@ -210,17 +210,16 @@ def _train(
     if begin.ended is None:  # else its training had ended: straight to testing its best
         trainer.fit(module, datamodule=data, ckpt_path=begin.checkpoint)
     fitted = begin.ended or resume.record(trainer)
-    metrics, best, epochs = dict(fitted["metrics"]), fitted["best"], fitted["epochs"]
+    metrics, epochs = dict(fitted["metrics"]), fitted["epochs"]
+    best = resume.testable(fitted["best"], last=begin.checkpoint if begin.ended else None)
     trainer.strategy.barrier()  # on N devices: rank 0 has renamed the best checkpoint into place
     if evaluate:  # one pass over the test set: test/acc and the report from the same predictions
         trainer.limit_predict_batches = trainer.limit_test_batches
-        probs, labels = evaluation.predict(
-            trainer, module, data.test_dataloader(), ckpt_path=best or None
-        )
+        probs, labels = evaluation.predict(trainer, module, data.test_dataloader(), ckpt_path=best)
         metrics["test/acc"] = (probs.argmax(1) == labels).float().mean().item()
         metrics["test/loss"] = module.loss(probs.clamp_min(1e-12).log(), labels).item()
     elif test:
-        trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False)
+        trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)
         tested = trainer.callback_metrics.items()
         metrics.update({k: float(v) for k, v in tested if k.startswith("test/")})
     if cfg.trainer.stop_on_nonfinite:
