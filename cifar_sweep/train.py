@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import disable_possible_user_warnings
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep import evaluation, flops, resume
+from cifar_sweep import evaluation, flops, full_disk, resume
 from cifar_sweep.checks import check
 from cifar_sweep.classifier import Classifier
 from cifar_sweep.data.datamodule import ImageDataModule
@@ -182,6 +182,12 @@ def train(
     release_gpu_memory()  # what an earlier run in this process left, a failed one's too
     try:
         return _train(cfg, out_dir, callbacks or [], evaluate=evaluate, test=test, fold=fold)
+    except Exception as e:  # a full disk: checkpoints, metrics.json, TensorBoard, the report
+        full = full_disk.cause(e)
+        if full is None or isinstance(e, UserError):
+            raise
+        elsewhere = "hydra.run.dir=<a folder on another disk> (a sweep's: hydra.sweep.dir=...)"
+        raise full_disk.error(full, out_dir, elsewhere) from e
     finally:
         release_gpu_memory()
 

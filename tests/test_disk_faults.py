@@ -5,10 +5,14 @@ a resume goes on from what can still be read."""
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, run_in_process
+import torch
+from conftest import ROOT, run_cli, run_in_process, tiny
+from PIL import Image
 
 RUN = ["model=tiny_cnn", "trainer.deterministic=true", "trainer.max_epochs=3"]
 
@@ -82,3 +86,61 @@ def test_a_truncated_best_checkpoint_tests_the_last_weights(finished, tmp_path):
     assert 0 <= tested.pop("test/acc") <= 1 and tested.pop("test/loss") > 0
     untested = {k: v for k, v in metrics(finished).items() if not k.startswith("test/")}
     assert tested == untested
+
+
+def on_a_small_disk(disk: Path, size: str, *args: str) -> subprocess.CompletedProcess:
+    """python -m cifar_sweep with `disk` a tmpfs of `size`, mounted in a mount namespace of its
+    own (unshare -m -r: as root or not), so the run fills it for real."""
+    disk.mkdir()
+    mount = f"mount -t tmpfs -o size={size} none {disk}"
+    probe = subprocess.run(
+        ["unshare", "-m", "-r", "sh", "-c", mount], capture_output=True, text=True
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {probe.stderr.strip()[:200]}")
+    cmd = [sys.executable, "-m", "cifar_sweep", *tiny(args)]
+    script = f'{mount} && exec "$@"'
+    namespaced = ["unshare", "-m", "-r", "sh", "-c", script, "sh", *cmd]
+    return subprocess.run(namespaced, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def one_error_line(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr[-3000:]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: ")
+    return line
+
+
+def test_a_run_folder_on_a_full_disk_is_one_line_naming_it_and_the_space(tmp_path: Path):
+    # tiny_cnn's first checkpoint (about 4 MB of weights) does not fit in 3 MB
+    disk = tmp_path / "disk"
+    run = disk / "run"
+    cache = f"dataset.cache_dir={tmp_path / 'cache'}"
+    done = on_a_small_disk(disk, "3m", *RUN, cache, f"hydra.run.dir={run}")
+    line = one_error_line(done)
+    assert line.startswith(f"error: {run}: no space left on device (")
+    assert " MB free there); free some space, or write elsewhere: hydra.run.dir=" in line
+    assert "hydra.sweep.dir=" in line
+
+
+def image_tree(root: Path) -> Path:
+    """train/ and test/ of 4 classes of 32x32 noise images (about 400 kB decoded)."""
+    g = torch.Generator().manual_seed(0)
+    for split, count in (("train", 80), ("test", 20)):
+        for c in range(4):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(count):
+                pixels = torch.randint(0, 256, (32, 32, 3), generator=g, dtype=torch.uint8)
+                Image.fromarray(pixels.numpy()).save(root / split / f"c{c}" / f"{i}.png")
+    return root
+
+
+def test_a_data_cache_on_a_full_disk_is_one_line_naming_dataset_cache_dir(tmp_path: Path):
+    disk = tmp_path / "disk"
+    tree = image_tree(tmp_path / "tree")
+    data = ["dataset=image_folder", f"dataset.root={tree}", f"dataset.cache_dir={disk}"]
+    done = on_a_small_disk(disk, "200k", *RUN, *data, f"hydra.run.dir={tmp_path / 'run'}")
+    line = one_error_line(done)
+    assert line.startswith(f"error: {disk}: no space left on device (")
+    assert "free some space, or write elsewhere: dataset.cache_dir=" in line
