@@ -2,6 +2,7 @@
 stopped half-way) and a run folder on a full file system. Each is one line, never a traceback;
 a resume goes on from what can still be read."""
 
+import errno
 import json
 import os
 import shutil
@@ -9,10 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
-from conftest import ROOT, run_cli, run_in_process, tiny
+from conftest import ROOT, compose_cfg, run_cli, run_in_process, tiny
 from PIL import Image
+
+from cifar_sweep.errors import SharedCauseError
+from cifar_sweep.train import train
 
 RUN = ["model=tiny_cnn", "trainer.deterministic=true", "trainer.max_epochs=3"]
 
@@ -144,3 +149,19 @@ def test_a_data_cache_on_a_full_disk_is_one_line_naming_dataset_cache_dir(tmp_pa
     line = one_error_line(done)
     assert line.startswith(f"error: {disk}: no space left on device (")
     assert "free some space, or write elsewhere: dataset.cache_dir=" in line
+
+
+class QuotaExceeded(L.Callback):
+    """TensorBoard's writer as it meets a quota, wrapped as a library might wrap it."""
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        try:
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+        except OSError as e:
+            raise RuntimeError("event file write failed") from e
+
+
+def test_a_full_disk_in_a_run_is_a_shared_cause_that_stops_a_sweep(tmp_path: Path):
+    cfg = compose_cfg(*RUN, tmp_path=tmp_path)
+    with pytest.raises(SharedCauseError, match=rf"^{tmp_path / 'run'}: disk quota exceeded \("):
+        train(cfg, tmp_path / "run", [QuotaExceeded()])
