@@ -164,9 +164,8 @@ def retrain(cfg: DictConfig, hc, out_dir: Path) -> None:
     runs = {}
     for label, trial in chosen_trials(study, cfg.retrain).items():
         run_dir = out_dir / label
-        earlier = (
-            run_dir / resume.LAST
-        ).exists()  # this folder's earlier retrain, cut short or not
+        # this folder's earlier retrain, cut short or not
+        earlier = any((run_dir / p).exists() for p in (resume.LAST, resume.PREVIOUS))
         overrides = [
             *(o for o in hc.overrides.task if not o.startswith("resume=")),
             *(f"{k}={v}" for k, v in trial.params.items()),

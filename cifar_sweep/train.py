@@ -217,8 +217,8 @@ def _train(
         trainer.fit(module, datamodule=data, ckpt_path=begin.checkpoint)
     fitted = begin.ended or resume.record(trainer)
     metrics, epochs = dict(fitted["metrics"]), fitted["epochs"]
-    best = resume.testable(fitted["best"], last=begin.checkpoint if begin.ended else None)
     trainer.strategy.barrier()  # on N devices: rank 0 has renamed the best checkpoint into place
+    best = resume.testable(fitted["best"], last=begin.checkpoint if begin.ended else None)
     if evaluate:  # one pass over the test set: test/acc and the report from the same predictions
         trainer.limit_predict_batches = trainer.limit_test_batches
         probs, labels = evaluation.predict(trainer, module, data.test_dataloader(), ckpt_path=best)
