@@ -1,10 +1,12 @@
 """Runs that go on from their last finished epoch: `resume=<run folder>`, or a trial retried.
 
-Every run keeps `checkpoints/last.ckpt`, written at the end of each epoch to a temporary file
-and renamed, so a process killed at any moment leaves the previous epoch's checkpoint whole.
-It holds what Lightning restores (model, optimizer, scheduler, loops, callbacks' counters), the
-data order and augmentation generator and the global RNGs (ImageDataModule.state_dict), and the
-run's config, so a resumed run with a different config is refused instead of silently mixing two.
+Every run keeps `checkpoints/last.ckpt` and the epoch before it as `previous.ckpt`, each written
+to a temporary file and renamed (the old last hard-linked as previous first), so at any moment
+both are whole; a resume reads them in that order and says in one line which it could not read.
+Each holds what Lightning restores (model, optimizer, scheduler, loops, callbacks' counters),
+the data order and augmentation generator and the global RNGs (ImageDataModule.state_dict), and
+the run's config as written (`auto` undecided, so a retry on another kind of device is the same
+run), so a resumed run with a different config is refused instead of silently mixing two.
 Once training has ended (its last epoch, or a stop: early stopping, the pruner), last.ckpt is
 written once more with the fit's metrics, epochs and best checkpoint: a resume of that run trains
 nothing and goes straight to testing, as a run killed while testing needs.
@@ -51,19 +53,21 @@ class AtomicCheckpoint(ModelCheckpoint):
         os.replace(partial, filepath)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """ModelCheckpoint's, and in another folder (a retried trial goes on in its own) with the
-        ranked checkpoints copied into this one: Lightning's would forget their scores there,
-        and the first resumed epoch would pass for the best."""
+        """ModelCheckpoint's, and in another folder (a retried trial goes on in its own, a run
+        folder moved off a full disk) with the ranked checkpoints found there or copied into
+        it: Lightning's would forget their scores, and the first resumed epoch pass for the best."""
         ranked = state_dict.get("best_k_models", {})
-        elsewhere = state_dict.get("dirpath", self.dirpath) != self.dirpath
-        if not (ranked and elsewhere and all(map(os.path.exists, ranked))):
-            return super().load_state_dict(state_dict)  # with its warning where files are gone
         here = {p: str(Path(self.dirpath) / Path(p).name) for p in ranked}
+        elsewhere = state_dict.get("dirpath", self.dirpath) != self.dirpath
+        found = all(os.path.exists(p) or os.path.exists(here[p]) for p in ranked)
+        if not (ranked and elsewhere and found):
+            return super().load_state_dict(state_dict)  # with its warning where files are gone
         if rank_zero_only.rank == 0:
             Path(self.dirpath).mkdir(parents=True, exist_ok=True)
             for old, new in here.items():
-                shutil.copyfile(old, f"{new}.partial")
-                os.replace(f"{new}.partial", new)
+                if not os.path.exists(new):  # else moved along with its folder
+                    shutil.copyfile(old, f"{new}.partial")
+                    os.replace(f"{new}.partial", new)
         moved = {
             "dirpath": self.dirpath,
             "best_k_models": {here[p]: score for p, score in ranked.items()},

@@ -162,20 +162,27 @@ def saved_best_score(checkpoint: Path) -> float:
     return float(state["best_model_score"])
 
 
-def test_a_retry_in_a_new_folder_tests_the_best_epoch_of_the_run_it_goes_on_from(tmp_path: Path):
-    """A retried trial goes on in a folder of its own: the best epoch may be the first run's."""
+@pytest.mark.parametrize("elsewhere", ["retried", "moved"])
+def test_a_resume_in_another_folder_tests_the_best_epoch_of_the_run_it_goes_on_from(
+    tmp_path: Path, elsewhere: str
+):
+    """A retried trial goes on in a folder of its own, a moved run folder (off a full disk) in
+    its new place: either way the best epoch may be one from before."""
     whole = train(compose_cfg(*RUN, *PEAKS_EARLY, tmp_path=tmp_path), tmp_path / "whole")
     with pytest.raises(Killed):  # after epochs 0 and 1, the better ones
         first = compose_cfg(*RUN, *PEAKS_EARLY, tmp_path=tmp_path)
         train(first, tmp_path / "first", [KillAtEpoch(2)])
     assert saved_best_score(tmp_path / "first" / LAST) == whole["val/acc_best"] > whole["val/acc"]
-    retry = compose_cfg(*RUN, *PEAKS_EARLY, f"resume={tmp_path / 'first'}", tmp_path=tmp_path)
+    source, out = tmp_path / "first", tmp_path / "retry"
+    if elsewhere == "moved":
+        source = out = Path(shutil.move(source, tmp_path / "moved"))
+    retry = compose_cfg(*RUN, *PEAKS_EARLY, f"resume={source}", tmp_path=tmp_path)
     best = BestWhenTesting()
-    again = train(retry, tmp_path / "retry", [best])
+    again = train(retry, out, [best])
     assert again["test/acc"] == whole["test/acc"]  # the first run's best epoch, tested
     assert best.score == again["val/acc_best"] == whole["val/acc_best"]
-    assert best.path.parent == tmp_path / "retry" / "checkpoints"  # a copy: the folder stands alone
-    assert metrics(tmp_path / "retry") == metrics(tmp_path / "whole")
+    assert best.path.parent == out / "checkpoints"  # a copy: the folder stands alone
+    assert metrics(out) == metrics(tmp_path / "whole")
 
 
 def as_a_gpu_run_writes_it(checkpoint: Path, *, resolved: bool) -> None:
