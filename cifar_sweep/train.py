@@ -218,7 +218,8 @@ def _train(
     fitted = begin.ended or resume.record(trainer)
     metrics, epochs = dict(fitted["metrics"]), fitted["epochs"]
     trainer.strategy.barrier()  # on N devices: rank 0 has renamed the best checkpoint into place
-    best = resume.testable(fitted["best"], last=begin.checkpoint if begin.ended else None)
+    last = begin.checkpoint if begin.ended else None  # the last weights (None: in memory)
+    best = resume.testable(fitted["best"], last=last) if evaluate or test else None
     if evaluate:  # one pass over the test set: test/acc and the report from the same predictions
         trainer.limit_predict_batches = trainer.limit_test_batches
         probs, labels = evaluation.predict(trainer, module, data.test_dataloader(), ckpt_path=best)
