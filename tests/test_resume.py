@@ -1,5 +1,8 @@
 """A run killed at any moment goes on from its last finished epoch with resume=<its folder>, and
-ends exactly where an uninterrupted run ends (trainer.deterministic=true on the CPU)."""
+ends exactly where an uninterrupted run ends (trainer.deterministic=true on the CPU): killed while
+testing (its training ended, or stopped early) it trains nothing again; in another folder (a
+retried trial, a moved run) it keeps its best checkpoint; from another kind of device it goes
+on. Checkpoints cut short and full disks: test_disk_faults.py."""
 
 import json
 import shutil
