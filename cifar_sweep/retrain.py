@@ -156,7 +156,7 @@ def check_retrain(retrain: DictConfig) -> None:
 
 def retrain(cfg: DictConfig, hc, out_dir: Path) -> None:
     from cifar_sweep import compare, resume
-    from cifar_sweep.train import device_defaults, train
+    from cifar_sweep.train import train
 
     check_retrain(cfg.retrain)
     arguments = sweep_arguments(list(hc.overrides.task))
@@ -164,9 +164,8 @@ def retrain(cfg: DictConfig, hc, out_dir: Path) -> None:
     runs = {}
     for label, trial in chosen_trials(study, cfg.retrain).items():
         run_dir = out_dir / label
-        earlier = (
-            run_dir / resume.LAST
-        ).exists()  # this folder's earlier retrain, cut short or not
+        # this folder's earlier retrain, cut short or not
+        earlier = any((run_dir / p).exists() for p in (resume.LAST, resume.PREVIOUS))
         overrides = [
             *(o for o in hc.overrides.task if not o.startswith("resume=")),
             *(f"{k}={v}" for k, v in trial.params.items()),
@@ -183,7 +182,7 @@ def retrain(cfg: DictConfig, hc, out_dir: Path) -> None:
         )
         run_cfg = compose(config_name="config", overrides=overrides)
         if earlier and (run_dir / "metrics.json").exists():
-            resume.same_config(device_defaults(run_cfg))  # or an error naming the key that differs
+            resume.same_config(run_cfg)  # or an error naming the key that differs
             metrics = json.loads((run_dir / "metrics.json").read_text())
             log.info("%s: finished earlier in %s; kept", label, run_dir)
         else:

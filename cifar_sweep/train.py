@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import disable_possible_user_warnings
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep import evaluation, flops, resume
+from cifar_sweep import evaluation, flops, full_disk, resume
 from cifar_sweep.checks import check
 from cifar_sweep.classifier import Classifier
 from cifar_sweep.data.datamodule import ImageDataModule
@@ -110,8 +110,11 @@ def trainer_args(t: DictConfig) -> dict:
     return args
 
 
-def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list) -> L.Trainer:
-    """A Lightning Trainer from trainer.*, with our checkpoint, early stopping and logger."""
+def build_trainer(
+    cfg: DictConfig, out_dir: Path, callbacks: list, *, written: DictConfig | None = None
+) -> L.Trainer:
+    """A Lightning Trainer from trainer.*, with our checkpoint, early stopping and logger.
+    `written`: the config before device_defaults, which checkpoints keep (default `cfg`)."""
     t = cfg.trainer
     # val_size=0 (and no folds): train on train+validation, keep the last epoch, validate never
     validates = cfg.dataset.val_size > 0 or bool(cfg.dataset.get("folds"))
@@ -122,7 +125,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list) -> L.Trainer:
     )
     callbacks = [
         checkpoint,
-        resume.EveryEpoch(out_dir, cfg),
+        resume.EveryEpoch(out_dir, written or cfg),
         *callbacks,
         *([OneProgressBar()] if t.progress_bar else []),
     ]
@@ -179,6 +182,12 @@ def train(
     release_gpu_memory()  # what an earlier run in this process left, a failed one's too
     try:
         return _train(cfg, out_dir, callbacks or [], evaluate=evaluate, test=test, fold=fold)
+    except Exception as e:  # a full disk: checkpoints, metrics.json, TensorBoard, the report
+        full = full_disk.cause(e)
+        if full is None or isinstance(e, UserError):
+            raise
+        elsewhere = "hydra.run.dir=<a folder on another disk> (a sweep's: hydra.sweep.dir=...)"
+        raise full_disk.error(full, out_dir, elsewhere) from e
     finally:
         release_gpu_memory()
 
@@ -188,11 +197,12 @@ def _train(
 ) -> dict[str, float]:
     t_start = time.perf_counter()
     check(cfg)
-    cfg = device_defaults(cfg)
+    written, cfg = cfg, device_defaults(cfg)  # a resume compares `auto` as written: any device
     quiet_lightning()
     L.seed_everything(cfg.seed, verbose=False)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = build_trainer(cfg, out_dir, callbacks)  # refuses unknown keys before the data
+    # refuses unknown keys before the data
+    trainer = build_trainer(cfg, out_dir, callbacks, written=written)
     data = ImageDataModule(
         cfg.dataset, seed=cfg.seed, channels_last=cfg.trainer.channels_last, fold=fold
     )
@@ -202,29 +212,31 @@ def _train(
     hparams.pop("hydra", None)
     trainer.logger.log_hyperparams(hparams, {"val/acc_best": 0.0, "test/acc": 0.0})
     trainer.logger.log_metrics({"model/params": params, "model/flops": flop_count}, step=0)
-    trainer.fit(module, datamodule=data, ckpt_path=resume.checkpoint(cfg))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    best = trainer.checkpoint_callback.best_model_path
+    begin = resume.start(written)
+    if begin.ended is None:  # else its training had ended: straight to testing its best
+        trainer.fit(module, datamodule=data, ckpt_path=begin.checkpoint)
+    fitted = begin.ended or resume.record(trainer)
+    metrics, epochs = dict(fitted["metrics"]), fitted["epochs"]
     trainer.strategy.barrier()  # on N devices: rank 0 has renamed the best checkpoint into place
+    last = begin.checkpoint if begin.ended else None  # the last weights (None: in memory)
+    best = resume.testable(fitted["best"], last=last) if evaluate or test else None
     if evaluate:  # one pass over the test set: test/acc and the report from the same predictions
         trainer.limit_predict_batches = trainer.limit_test_batches
-        probs, labels = evaluation.predict(
-            trainer, module, data.test_dataloader(), ckpt_path=best or None
-        )
+        probs, labels = evaluation.predict(trainer, module, data.test_dataloader(), ckpt_path=best)
         metrics["test/acc"] = (probs.argmax(1) == labels).float().mean().item()
         metrics["test/loss"] = module.loss(probs.clamp_min(1e-12).log(), labels).item()
     elif test:
-        trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False)
+        trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)
         tested = trainer.callback_metrics.items()
         metrics.update({k: float(v) for k, v in tested if k.startswith("test/")})
     if cfg.trainer.stop_on_nonfinite:
-        last_epoch = max(trainer.current_epoch - 1, 0)
+        last_epoch = max(epochs - 1, 0)
         raise_if_diverged(metrics, max_loss=cfg.trainer.max_loss, epoch=last_epoch)
     metrics.update(
         {
             "model/params": params,
             "model/flops": flop_count,
-            "epochs": trainer.current_epoch,
+            "epochs": epochs,
             "time/total_s": time.perf_counter() - t_start,
             "time/epochs_s": module.epochs_s,
         }

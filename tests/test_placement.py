@@ -9,7 +9,11 @@ import lightning as L
 import pytest
 import torch
 from conftest import compose_cfg, run_cli
+from PIL import Image
 
+from cifar_sweep.data import sources
+from cifar_sweep.data.augment import build_augment
+from cifar_sweep.data.datamodule import DeviceBatches, ImageDataModule
 from cifar_sweep.train import train
 
 # The generated set's splits take about 0.4 MB; this budget (about 10 kB) holds none of them.
@@ -77,3 +81,80 @@ def test_on_cuda_host_batches_are_pinned_and_train_as_well_as_device_ones(tmp_pa
     device = train(compose_cfg(*RUN, *gpu, tmp_path=tmp_path), tmp_path / "d")
     assert host["test/acc"] > 0.5  # 4 classes: chance is 0.25
     assert abs(host["test/acc"] - device["test/acc"]) < 0.1
+
+
+def image_tree(root: Path) -> Path:
+    """train/ and test/ of 4 classes of 8x8 noise images, 30 and 5 a class."""
+    g = torch.Generator().manual_seed(0)
+    for split, count in (("train", 30), ("test", 5)):
+        for c in range(4):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(count):
+                pixels = torch.randint(0, 256, (8, 8, 3), generator=g, dtype=torch.uint8)
+                Image.fromarray(pixels.numpy()).save(root / split / f"c{c}" / f"{i}.png")
+    return root
+
+
+def mapped_from(path: Path) -> list[tuple[int, int]]:
+    """The address ranges of this process's memory maps of `path`."""
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == str(path):
+            start, end = (int(a, 16) for a in fields[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+def cached_data(tmp_path: Path, *args: str) -> ImageDataModule:
+    tree = image_tree(tmp_path / "tree")
+    cfg = compose_cfg(*RUN, "dataset=image_folder", f"dataset.root={tree}", "dataset.val_size=20",
+                      "dataset.batch_size=16", *args, tmp_path=tmp_path).dataset  # fmt: skip
+    sources.load(cfg)  # builds the cache; from here on it is read memory-mapped
+    data = ImageDataModule(cfg, seed=0, channels_last=False)
+    data.setup()
+    return data
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux's /proc/self/maps")
+def test_host_placement_draws_batches_from_the_cache_memory_map_without_a_copy(tmp_path: Path):
+    data = cached_data(tmp_path, "dataset.placement=host")
+    [cache] = (tmp_path / "cache").glob("*.pt")
+    mapped = mapped_from(cache.resolve())
+    assert mapped, "the cache is not memory-mapped"
+    for batches in (data.train_dataloader(), data.val_dataloader()):
+        for t in (batches.x, batches.y):
+            at = t.untyped_storage().data_ptr()
+            assert any(start <= at < end for start, end in mapped), "a copy of the split"
+
+
+def epoch_batches(batches: DeviceBatches, epochs: int = 2) -> list[torch.Tensor]:
+    return [t for _ in range(epochs) for xb, yb in batches for t in (xb, yb)]
+
+
+def test_host_batches_are_those_of_the_splits_gathered_as_before(tmp_path: Path):
+    """The same data order and augmentations as the device path, and as DeviceBatches over the
+    splits gathered into tensors of their own (what host placement held before)."""
+    host = cached_data(tmp_path, "dataset.placement=host", "dataset.augment.flip.p=0.5")
+    device = ImageDataModule(host.cfg.copy(), seed=0, channels_last=False)
+    device.cfg.placement = "device"
+    device.setup()
+    for split, training in (("train", True), ("val", False)):
+        rows = host.rows[split]
+        gathered = DeviceBatches(
+            host.data.train_x[rows],
+            host.data.train_y[rows],
+            batch_size=16 if training else host.cfg.eval_batch_size,
+            mean=torch.tensor(host.mean),
+            std=torch.tensor(host.std),
+            augment=build_augment(host.cfg.augment) if training else None,
+            shuffle=training,
+            seed=0,
+            channels_last=False,
+        )
+        load = host.train_dataloader if training else host.val_dataloader
+        on_device = device.train_dataloader if training else device.val_dataloader
+        expected = epoch_batches(gathered)
+        for got in (epoch_batches(load()), epoch_batches(on_device())):
+            assert len(got) == len(expected)
+            assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))

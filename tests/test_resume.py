@@ -1,17 +1,24 @@
 """A run killed at any moment goes on from its last finished epoch with resume=<its folder>, and
-ends exactly where an uninterrupted run ends (trainer.deterministic=true on the CPU)."""
+ends exactly where an uninterrupted run ends (trainer.deterministic=true on the CPU): killed while
+testing (its training ended, or stopped early) it trains nothing again; in another folder (a
+retried trial, a moved run) it keeps its best checkpoint; from another kind of device it goes
+on. Checkpoints cut short and full disks: test_disk_faults.py."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
+import torch
 from conftest import ROOT, compose_cfg, run_cli, tiny
 
 from cifar_sweep.errors import UserError
+from cifar_sweep.resume import CONFIG, LAST
 from cifar_sweep.train import train
 
 RUN = [
@@ -71,25 +78,171 @@ def test_resume_of_a_folder_that_is_not_a_run_is_one_line(tmp_path: Path):
     assert not (tmp_path / "nope").exists()
 
 
-def test_resuming_a_run_whose_training_ended_trains_it_again(tmp_path: Path, caplog):
-    """Stopped while testing (its last epoch saved): there is no epoch to go on from."""
-    train(compose_cfg(*RUN, "trainer.max_epochs=1", tmp_path=tmp_path), tmp_path / "run")
-    again = compose_cfg(
-        *RUN, "trainer.max_epochs=1", f"resume={tmp_path / 'run'}", tmp_path=tmp_path
-    )
+class Killed(Exception):
+    """Stands for a SIGKILL at a chosen moment, in this process."""
+
+
+class KillWhileTesting(L.Callback):
+    def on_test_start(self, trainer, module) -> None:
+        raise Killed
+
+
+class TrainedEpochs(L.Callback):
+    """Counts the epochs a run trains (every seed and fold of it: `every_run`)."""
+
+    every_run = True
+
+    def __init__(self):
+        self.count = 0
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self.count += 1
+
+
+def killed_while_testing_then_resumed(tmp_path: Path, *args: str) -> TrainedEpochs:
+    """An uninterrupted run in whole/; the same run killed while testing in run/, then resumed
+    there; returns the epochs the resumed run trained."""
+    train(compose_cfg(*RUN, *args, tmp_path=tmp_path), tmp_path / "whole")
+    with pytest.raises(Killed):
+        train(compose_cfg(*RUN, *args, tmp_path=tmp_path), tmp_path / "run", [KillWhileTesting()])
+    trained = TrainedEpochs()
+    again = compose_cfg(*RUN, *args, f"resume={tmp_path / 'run'}", tmp_path=tmp_path)
+    train(again, tmp_path / "run", [trained])
+    return trained
+
+
+def test_a_run_killed_while_testing_tests_its_checkpoint_without_training_again(
+    tmp_path: Path, caplog
+):
     with caplog.at_level("INFO", logger="cifar_sweep.resume"):
-        metrics = train(again, tmp_path / "run")
-    assert "its training had ended; training again from epoch 0" in caplog.text
-    assert metrics["epochs"] == 1 and "val/acc_best" in metrics
+        trained = killed_while_testing_then_resumed(tmp_path, "trainer.max_epochs=2")
+    assert trained.count == 0
+    assert "its training had ended after 2 epochs; nothing to train again" in caplog.text
+    assert metrics(tmp_path / "run") == metrics(tmp_path / "whole")
+    # no last-v1.ckpt beside last.ckpt: the next resume finds the same, ended, checkpoint
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "whole" / "checkpoints").iterdir())
 
 
-def test_each_seed_of_a_repeated_run_resumes_from_its_own_folder(tmp_path: Path, caplog):
+def test_an_early_stopped_run_resumed_trains_no_further_epoch(tmp_path: Path):
+    # never an improvement of 10 in val/loss: stops after its second epoch of 4
+    stops = ["trainer.early_stopping.patience=1", "+trainer.early_stopping.min_delta=10"]
+    trained = killed_while_testing_then_resumed(tmp_path, *stops)
+    assert metrics(tmp_path / "whole")["epochs"] == 2  # stopped early
+    assert trained.count == 0
+    assert metrics(tmp_path / "run") == metrics(tmp_path / "whole")
+
+
+class KillAtEpoch(L.Callback):
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise Killed
+
+
+class BestWhenTesting(L.Callback):
+    def on_test_start(self, trainer, module) -> None:
+        best = trainer.checkpoint_callback
+        self.path, self.score = Path(best.best_model_path), float(best.best_model_score)
+
+
+# lr 0.01 for two epochs, then gradient ascent (lr -0.001): val/acc peaks at epoch 1, then falls
+# (0.74, 0.93, 0.76, 0.35), every loss finite
+PEAKS_EARLY = [
+    "optimizer.lr=0.01",
+    "scheduler=step",
+    "scheduler.fn.step_size=2",
+    "scheduler.fn.gamma=-0.1",
+    "trainer.max_epochs=4",
+]
+
+
+def saved_best_score(checkpoint: Path) -> float:
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    [state] = [v for k, v in saved["callbacks"].items() if k.startswith("AtomicCheckpoint")]
+    return float(state["best_model_score"])
+
+
+@pytest.mark.parametrize("elsewhere", ["retried", "moved"])
+def test_a_resume_in_another_folder_tests_the_best_epoch_of_the_run_it_goes_on_from(
+    tmp_path: Path, elsewhere: str
+):
+    """A retried trial goes on in a folder of its own, a moved run folder (off a full disk) in
+    its new place: either way the best epoch may be one from before."""
+    whole = train(compose_cfg(*RUN, *PEAKS_EARLY, tmp_path=tmp_path), tmp_path / "whole")
+    with pytest.raises(Killed):  # after epochs 0 and 1, the better ones
+        first = compose_cfg(*RUN, *PEAKS_EARLY, tmp_path=tmp_path)
+        train(first, tmp_path / "first", [KillAtEpoch(2)])
+    assert saved_best_score(tmp_path / "first" / LAST) == whole["val/acc_best"] > whole["val/acc"]
+    source, out = tmp_path / "first", tmp_path / "retry"
+    if elsewhere == "moved":
+        source = out = Path(shutil.move(source, tmp_path / "moved"))
+    retry = compose_cfg(*RUN, *PEAKS_EARLY, f"resume={source}", tmp_path=tmp_path)
+    best = BestWhenTesting()
+    again = train(retry, out, [best])
+    assert again["test/acc"] == whole["test/acc"]  # the first run's best epoch, tested
+    assert best.score == again["val/acc_best"] == whole["val/acc_best"]
+    assert best.path.parent == out / "checkpoints"  # a copy: the folder stands alone
+    assert metrics(out) == metrics(tmp_path / "whole")
+
+
+def as_a_gpu_run_writes_it(checkpoint: Path, *, resolved: bool) -> None:
+    """The checkpoint of this CPU run, as a GPU run would have written it: a CUDA data-order
+    generator's state (Philox: 16 bytes), and with `resolved` (as before configs were compared
+    as written) trainer.precision and channels_last decided for the GPU."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if resolved:
+        saved[CONFIG]["trainer"].update(precision="bf16-mixed", channels_last=True)
+    data = saved["ImageDataModule"]
+    data["generator"] = torch.zeros(16, dtype=torch.uint8)
+    data.pop("device", None)
+    data.update({} if resolved else {"device": "cuda"})
+    torch.save(saved, checkpoint)
+
+
+@pytest.mark.parametrize("resolved", [True, False], ids=["config-resolved", "config-as-written"])
+def test_a_run_from_a_gpu_resumes_on_the_cpu_with_a_data_order_from_seed_and_epoch(
+    tmp_path: Path, caplog, resolved: bool
+):
+    cfg = compose_cfg(*RUN, "trainer.max_epochs=2", tmp_path=tmp_path)
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "run", [KillAtEpoch(1)])
+    as_a_gpu_run_writes_it(tmp_path / "run" / LAST, resolved=resolved)
+    shutil.copytree(tmp_path / "run", tmp_path / "again")
+    found = []
+    for folder in ("run", "again"):  # twice: the same data order each time
+        resumed = compose_cfg(*RUN, "trainer.max_epochs=2", f"resume={tmp_path / folder}",
+                              tmp_path=tmp_path)  # fmt: skip
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            found.append(train(resumed, tmp_path / folder))
+        assert "going on from epoch 1" in caplog.text
+        said = [r.getMessage() for r in caplog.records if "data order" in r.getMessage()]
+        drawn_on = "another kind of device" if resolved else "cuda"  # as saved, or not at all
+        assert said == [
+            f"resume: the data order was drawn on {drawn_on}, this run is on cpu: epoch 1 on "
+            "draws it from seed 0 and the epoch"
+        ]
+    assert metrics(tmp_path / "run") == metrics(tmp_path / "again")
+    assert found[0]["epochs"] == 2
+
+
+@pytest.mark.parametrize(("split", "folder"), [("repeats=2", "seed"), ("dataset.folds=2", "fold")])
+def test_each_seed_or_fold_resumes_from_its_own_folder_without_training_again(
+    tmp_path: Path, caplog, split: str, folder: str
+):
     from cifar_sweep.__main__ import fit
 
-    seeds = [*RUN, "trainer.max_epochs=1", "repeats=2"]
-    fit(compose_cfg(*seeds, tmp_path=tmp_path), tmp_path / "run", [], evaluate=False)
-    again = compose_cfg(*seeds, f"resume={tmp_path / 'run'}", tmp_path=tmp_path)
+    runs = [*RUN, "trainer.max_epochs=1", split]
+    fit(compose_cfg(*runs, tmp_path=tmp_path), tmp_path / "run", [], evaluate=True)
+    before = metrics(tmp_path / "run")
+    trained = TrainedEpochs()
+    again = compose_cfg(*runs, f"resume={tmp_path / 'run'}", tmp_path=tmp_path)
     with caplog.at_level("INFO", logger="cifar_sweep.resume"):
-        fit(again, tmp_path / "run", [], evaluate=False)
-    for seed in (0, 1):  # each seed found its own checkpoint (its training had ended)
-        assert f"resume={tmp_path / 'run' / f'seed{seed}'}: its training had ended" in caplog.text
+        fit(again, tmp_path / "run", [trained], evaluate=True)
+    for i in (0, 1):  # each found its own checkpoint, whose training had ended
+        assert f"resume={tmp_path / 'run' / f'{folder}{i}'}: its training had ended" in caplog.text
+    assert trained.count == 0
+    assert metrics(tmp_path / "run") == before

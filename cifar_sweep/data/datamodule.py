@@ -2,8 +2,10 @@
 
 Batches are sliced, converted, augmented and normalized on that device, so there is no per-image
 decoding and no worker process between the data and the model. Splits too large for the device
-stay in host memory (`dataset.placement`, placement.py): each batch is gathered there, copied
-over as uint8, and converted and augmented on the device as before.
+stay in host memory (`dataset.placement`, placement.py): each batch is gathered there through
+the split's rows of the tensors as loaded (the cache memory-mapped, so the processes of a
+machine share its pages and none holds a copy), copied over as uint8, and converted and
+augmented on the device as before.
 """
 
 import logging
@@ -51,8 +53,11 @@ class DeviceBatches:
         rank: int = 0,
         world_size: int = 1,
         device: torch.device | None = None,
+        rows: Tensor | None = None,
     ):
         self.x, self.y, self.batch_size, self.drop_last = x, y, batch_size, drop_last
+        # the split's rows of x and y (None: all), gathered batch by batch: never a whole copy
+        self.rows = None if rows is None else rows.to(x.device)
         self.mean, self.std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
         self.augment, self.shuffle, self.channels_last = augment, shuffle, channels_last
         self.rank, self.world_size = rank, world_size
@@ -69,11 +74,14 @@ class DeviceBatches:
         """This rank's images an epoch. Training: every rank the same number (a shard one short
         repeats an image), as DDP needs the same steps on every rank; evaluation: each image
         once, so a shard may be one shorter, and its batch count too."""
-        n, size = len(self.x), self.world_size
+        n, size = self._count(), self.world_size
         return math.ceil(n / size) if self.shuffle else len(range(self.rank, n, size))
 
+    def _count(self) -> int:
+        return len(self.x) if self.rows is None else len(self.rows)
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n, on = len(self.x), self.generator.device
+        n, on = self._count(), self.generator.device
         if self.shuffle:  # drawn on the training device either way: one data order per seed
             order = torch.randperm(n, device=on, generator=self.generator)
         else:
@@ -83,6 +91,7 @@ class DeviceBatches:
         order = order[self.rank :: self.world_size].to(self.x.device)  # host: one copy an epoch
         for i in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[i : i + self.batch_size]
+            idx = idx if self.rows is None else self.rows[idx]
             xb, yb = (self.x[idx], self.y[idx]) if self.device is None else self._copied(idx)
             xb = xb.float().div_(255)
             if self.augment is not None:
@@ -120,13 +129,25 @@ def fold_split(order: Tensor, *, folds: int, fold: int) -> tuple[Tensor, Tensor]
     return torch.cat(parts), val
 
 
+def _gathered(x: Tensor, y: Tensor, rows: Tensor | None) -> tuple[Tensor, Tensor]:
+    return (x, y) if rows is None else (x[rows], y[rows])
+
+
+def _nbytes(split: tuple[Tensor, Tensor, Tensor | None]) -> int:
+    """The bytes of a split's images and labels, gathered."""
+    x, y, rows = split
+    count = len(x) if rows is None else len(rows)
+    return sum(count * t.element_size() * math.prod(t.shape[1:]) for t in (x, y))
+
+
 class ImageDataModule(L.LightningDataModule):
     """Train / validation / test splits of `dataset`, split once with `dataset.split_seed`."""
 
     def __init__(self, cfg, *, seed: int, channels_last: bool, fold: int | None = None):
         super().__init__()
         self.cfg, self.seed, self.channels_last, self.fold = cfg, seed, channels_last, fold
-        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self.data: sources.Splits | None = None  # as loaded: the cache memory-mapped
+        self.rows: dict[str, Tensor | None] = {}  # each split's rows of it (test: None, all)
         self.classes: list[str] = []
         self.mean: list[float] = []
         self.std: list[float] = []
@@ -136,7 +157,7 @@ class ImageDataModule(L.LightningDataModule):
         self._resumed: dict | None = None  # from a checkpoint, applied when training starts
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
+        if self.data is not None:
             return
         data = sources.load(self.cfg)
         n = len(data.train_x)
@@ -147,11 +168,8 @@ class ImageDataModule(L.LightningDataModule):
         else:
             count = val_count(self.cfg.val_size, n)
             val, train = order[:count], order[count:]
-        self.splits = {
-            "train": (data.train_x[train], data.train_y[train]),
-            "val": (data.train_x[val], data.train_y[val]),
-            "test": (data.test_x, data.test_y),
-        }
+        # rows, not copies: the processes of a machine share one memory-mapped cache's pages
+        self.data, self.rows = data, {"train": train, "val": val, "test": None}
         self.classes = data.classes
         self.mean, self.std = self._normalization(data)
 
@@ -171,9 +189,9 @@ class ImageDataModule(L.LightningDataModule):
             "dataset: %d classes, %d training, %d validation, %d test images of %s; "
             "normalized with mean %s, std %s%s",
             self.num_classes,
-            len(self.splits["train"][0]),
-            len(self.splits["val"][0]),
-            len(self.splits["test"][0]),
+            len(self.rows["train"]),
+            len(self.rows["val"]),
+            len(data.test_x),
             "x".join(map(str, self.image_shape)),
             [round(v, 4) for v in out[0]],
             [round(v, 4) for v in out[1]],
@@ -187,23 +205,36 @@ class ImageDataModule(L.LightningDataModule):
 
     @property
     def channels(self) -> int:
-        return self.splits["train"][0].shape[1]
+        return self.data.train_x.shape[1]
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.splits["train"][0].shape[1:])
+        return tuple(self.data.train_x.shape[1:])
+
+    def split(self, name: str) -> tuple[Tensor, Tensor, Tensor | None]:
+        """A split's images and labels (all the source's) and its rows of them (None: all)."""
+        if name == "test":
+            return self.data.test_x, self.data.test_y, None
+        return self.data.train_x, self.data.train_y, self.rows[name]
+
+    @property
+    def splits(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """Each split's (images, labels) gathered into tensors of their own: a copy, to look at;
+        batches never use it."""
+        return {name: _gathered(*self.split(name)) for name in self.rows}
 
     def _batches(self, split: str, *, train: bool) -> DeviceBatches:
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer else torch.device("cpu")
         if self._placement is None:
-            need = sum(t.nbytes for pair in self.splits.values() for t in pair)
+            need = sum(_nbytes(self.split(name)) for name in self.rows)
             self._placement = placement.choose(self.cfg, need=need, device=device)
         on_host = self._placement == "host"
-        if split not in self._on_device:  # moved to the device once, reused every epoch
-            pair = self.splits[split]
-            self._on_device[split] = pair if on_host else tuple(t.to(device) for t in pair)
-        x, y = self._on_device[split]
+        x, y, rows = self.split(split)
+        if not on_host:  # gathered onto the device once, reused every epoch
+            if split not in self._on_device:
+                self._on_device[split] = tuple(t.to(device) for t in _gathered(x, y, rows))
+            (x, y), rows = self._on_device[split], None
         return DeviceBatches(
             x,
             y,
@@ -218,27 +249,50 @@ class ImageDataModule(L.LightningDataModule):
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
             device=device if on_host else None,
+            rows=rows,
         )
 
     def train_dataloader(self) -> DeviceBatches:
         self._train = self._batches("train", train=True)
         if self._resumed is not None:  # go on with the data order where the checkpoint left it
-            self._train.generator.set_state(self._resumed["generator"].to(torch.uint8))
+            self._restore_generator(self._resumed)
             torch.set_rng_state(self._resumed["rng"])
             if self._resumed.get("cuda_rng") and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(self._resumed["cuda_rng"])
             self._resumed = None
         return self._train
 
+    def _restore_generator(self, saved: dict) -> None:
+        """The data order's generator as saved; saved on another kind of device (its state
+        fits no other), one drawn from the seed and the epoch, the same on every rerun."""
+        generator, state = self._train.generator, saved["generator"].to(torch.uint8)
+        here = generator.device.type
+        # a checkpoint without "device" came from a run that did not record it: its size tells
+        same = saved.get("device", here) == here and state.numel() == generator.get_state().numel()
+        if same:
+            generator.set_state(state)
+            return
+        epoch = self.trainer.current_epoch + 1  # restored at an epoch's end: the next one
+        generator.manual_seed(self.seed * 100_003 + epoch)  # no two (seed, epoch) pairs share one
+        log.info(
+            "resume: the data order was drawn on %s, this run is on %s: epoch %d on draws it "
+            "from seed %d and the epoch",
+            saved.get("device", "another kind of device"),
+            here,
+            epoch,
+            self.seed,
+        )
+
     def state_dict(self) -> dict:
         """What a resumed run needs to draw the same batches and augmentations as an
-        uninterrupted one: the train generator's state and torch's global RNGs (dropout).
-        Tensors only, so the checkpoint still loads with torch.load(weights_only=True)."""
+        uninterrupted one: the train generator's state and device, and torch's global RNGs
+        (dropout). Tensors and strings, so the checkpoint loads with weights_only=True."""
         if self._train is None:
             return {}
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
         return {
             "generator": self._train.generator.get_state(),
+            "device": self._train.generator.device.type,
             "rng": torch.get_rng_state(),
             "cuda_rng": cuda,
         }

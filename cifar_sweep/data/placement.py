@@ -1,5 +1,6 @@
 """Where a run's splits live: whole on the training device (`device`, the fast path), or in host
-memory with each batch gathered there and copied over (`host`), for splits the device cannot hold.
+memory with each batch gathered there and copied over (`host`), for splits the device cannot hold;
+host memory is the loaded cache's memory map itself, never a copy of it per process.
 
 `dataset.placement: auto` compares the splits' bytes with `dataset.device_budget_gb`, whose null
 means half a CUDA device's free memory when the data moves (the rest is the model's and its

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from cifar_sweep import full_disk
 from cifar_sweep.checks import unwritable
 from cifar_sweep.data import decode, tree
 from cifar_sweep.errors import UserError
@@ -139,10 +140,17 @@ def _write_cache(path: Path, cache_dir: str, build) -> Splits:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(vars(splits), tmp)
+        with open(tmp, "wb") as f:  # a Python file: a full disk's OSError reaches us (as the
+            torch.save(vars(splits), f)  # cause of torch's RuntimeError, or as itself)
         os.replace(tmp, path)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:
         tmp.unlink(missing_ok=True)
+        full = full_disk.cause(e)
+        if full is not None:
+            elsewhere = "dataset.cache_dir=<a folder on another disk>"
+            raise full_disk.error(full, Path(cache_dir), elsewhere) from None
+        if not isinstance(e, OSError):
+            raise
         raise UserError(f"dataset.cache_dir={cache_dir}: cannot write the cache ({e})") from None
     log.info(
         "dataset: decoded %d training and %d test images into %s in %.1f s; training images' "
