@@ -114,7 +114,9 @@ def test_a_killed_retrain_goes_on_from_its_last_epoch_and_a_finished_one_is_kept
 
 
 def sweeper(storage: str):
-    return OmegaConf.create({"storage": storage, "heartbeat_s": 60, "grace_s": 180, "max_retry": 1})
+    return OmegaConf.create(
+        {"storage": storage, "heartbeat_s": 60, "grace_s": 180, "db_outage_s": 60, "max_retry": 1}
+    )
 
 
 def test_a_mistyped_study_gets_did_you_mean(swept: Path):

@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, distinct_params, states, study, sweep, sweep_cmd, wait_for
 from optuna.trial import TrialState
 
+from cifar_sweep.sweep import contract, optuna_private, ownership
 from cifar_sweep.sweep.contract import FAIL_KIND, FAIL_REASON, OWNER, RETRY_OF
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -287,6 +288,10 @@ def test_a_worker_whose_trial_overshoots_n_trials_runs_nothing_and_stops():
         return create(study_id, template_trial)
 
     s._storage.create_new_trial = another_worker_asks_first
+    other = ownership.this_process(worker=1, device="cpu", trial=None)  # alive: our parent
+    parent = os.getppid()
+    other.update(pid=parent, ticks=ownership._stat(parent)[1])
+    optuna_private.set_study_system_attr(s, f"{contract.WORKER}other", other)
     launched = []
     loop = WorkerLoop(
         study=s,
