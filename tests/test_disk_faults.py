@@ -19,6 +19,8 @@ from PIL import Image
 from cifar_sweep.errors import SharedCauseError
 from cifar_sweep.train import train
 
+pytestmark = pytest.mark.slow  # each starts the command line, 6-8 s; CI runs them
+
 RUN = ["model=tiny_cnn", "trainer.deterministic=true", "trainer.max_epochs=3"]
 
 

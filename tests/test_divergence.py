@@ -46,6 +46,7 @@ def on_tree(tree: Path, tmp_path: Path, *overrides: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # about 12 s; CI runs it
 def test_a_nan_validation_loss_fails_the_run_though_the_training_loss_is_finite(
     gray_tree: Path, tmp_path: Path
 ):

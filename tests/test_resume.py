@@ -47,6 +47,7 @@ def kill_after_first_epoch(folder: Path, *args: str) -> None:
     assert not (folder / "metrics.json").exists(), "killed too late: the run had finished"
 
 
+@pytest.mark.slow  # three runs of the command line, about 20 s; CI runs it
 def test_a_killed_run_resumed_ends_as_an_uninterrupted_run(tmp_path: Path):
     cache = f"dataset.cache_dir={tmp_path / 'cache'}"
     whole = run_cli(*RUN, cache, f"hydra.run.dir={tmp_path / 'whole'}")

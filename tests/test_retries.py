@@ -61,6 +61,7 @@ def completed(value: float = 0.5) -> JobReturn:
     return JobReturn(status=JobStatus.COMPLETED, _return_value=value)
 
 
+@pytest.mark.slow  # waits out three grace periods; CI runs it
 def test_a_retry_slower_to_start_than_grace_s_is_not_failed_for_silence(tmp_path: Path):
     """Its job takes three grace periods before its first step (a queue, a cold cache) while
     another process checks for silent trials all along: the sweep beats for it meanwhile."""

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from conftest import ROOT, study, sweep, sweep_cmd, wait_for
 from PIL import Image
 
@@ -25,6 +26,7 @@ def test_a_diverged_trial_prints_its_reason_on_its_progress_line(tmp_path: Path)
     assert re.search(r"trial \d \(\d/2\)  fail  diverged: \S+=(nan|inf) at epoch 0", out(result))
 
 
+@pytest.mark.slow  # a real Ctrl-C mid-trial, about 8 s; CI runs it
 def test_an_interrupted_trial_prints_its_line_too(tmp_path: Path):
     proc = subprocess.Popen(
         sweep_cmd(tmp_path, "optimizer.lr=0.01,0.02", "trainer.max_epochs=20"),
