@@ -7,31 +7,18 @@ check names. A sweep's own checks are cifar_sweep/sweep/checks.py.
 """
 
 import inspect
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep.data import tree
+from cifar_sweep.data.dataset_checks import check_dataset
 from cifar_sweep.errors import UserError, did_you_mean
+from cifar_sweep.folders import unwritable
+from cifar_sweep.values import is_int, is_number
 
 INTEGERS = ("dataset.batch_size", "dataset.eval_batch_size", "trainer.max_epochs")
-# dataset.* keys that every source reads, and those of one source: any other key would be ignored
-DATASET_KEYS = set(
-    "source root cache_dir val_size split_seed folds batch_size drop_last eval_batch_size mean std "
-    "augment placement device_budget_gb".split()
-)
-SOURCE_KEYS = {
-    "cifar10": set(),
-    "folder": {"image_size"},
-    "tiny_imagenet": {"image_size", "download"},
-    "synthetic": set(
-        "num_classes image_size channels train_per_class test_per_class noise".split()
-    ),
-}
 SCHEDULER_KEYS = {"fn", "monitor", "interval", "warmup_epochs"}  # fn: its class's arguments
 # the keys the code passes itself when it builds each target
 PASSED = {
@@ -109,37 +96,13 @@ VALUES = {
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu")
 
 
-def is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def unwritable(folder: Path) -> Path | None:
-    """The first existing ancestor of `folder` if the folder cannot be created under it. Tried
-    with a folder made and removed at once: os.access says yes to root even where the kernel
-    refuses (/proc, a read-only mount)."""
-    for parent in [folder, *folder.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                return parent
-            try:
-                os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".write-test-"))
-            except OSError:
-                return parent
-            return None
-    return None
-
-
 def check(cfg: DictConfig) -> None:
     """Raise a UserError naming the first key whose value cannot work; last, the dry build of
     what the run constructs (a sweep's trial skips the model's forward: training runs it at
     once, and the sweep's own config ran it before the study)."""
     check_values(cfg)
     _scheduler(cfg)
-    listing = _dataset(cfg.dataset)
+    listing = check_dataset(cfg.dataset)
     for key, passed in PASSED.items():
         _arguments(key, OmegaConf.select(cfg, key), passed)
     from cifar_sweep.data.augment import build_augment
@@ -187,19 +150,6 @@ def check_objective(cfg: DictConfig) -> None:
                 f"objective={name} needs a validation split (dataset.val_size>0), or use "
                 "objective=test/acc"
             )
-
-
-def val_count(val_size, n: int) -> int:
-    """dataset.val_size as a number of the n training images: a count, or a fraction in (0, 1)."""
-    count = round(val_size * n) if isinstance(val_size, float) else val_size
-    if count >= n:
-        raise UserError(
-            f"dataset.val_size={val_size} must be below the {n} training images "
-            "(a count, or a fraction in (0, 1) such as 0.1)"
-        )
-    if isinstance(val_size, float) and count == 0:
-        raise UserError(f"dataset.val_size={val_size} is none of the {n} training images")
-    return count
 
 
 def _numbers(cfg: DictConfig) -> None:
@@ -293,45 +243,6 @@ def _known_keys(group: str, node: DictConfig, allowed: set[str], why: str = "", 
                 f"{group}.{key}: no such key{why}{did_you_mean(key, suggest or allowed)} "
                 f"(keys: {', '.join(sorted(allowed))})"
             )
-
-
-def _dataset(d: DictConfig) -> tree.Tree | None:
-    """The dataset's keys and values; a folder source's listing, for the dry build."""
-    if d.source not in SOURCE_KEYS:
-        raise UserError(
-            f"dataset.source={d.source}{did_you_mean(d.source, SOURCE_KEYS)} "
-            f"(sources: {', '.join(SOURCE_KEYS)})"
-        )
-    _known_keys("dataset", d, DATASET_KEYS | SOURCE_KEYS[d.source], f" for source {d.source}")
-    if d.source != "synthetic" and d.root is None:
-        raise UserError("dataset.root is required for this dataset: dataset.root=/path/to/tree")
-    size = d.val_size
-    if not (is_int(size) and size >= 0) and not (isinstance(size, float) and 0 < size < 1):
-        raise UserError(
-            f"dataset.val_size={size} must be a count (an integer >= 0) or a fraction in (0, 1)"
-        )
-    if d.get("image_size") is not None and (not is_int(d.image_size) or d.image_size <= 0):
-        raise UserError(f"dataset.image_size={d.image_size} must be null or an integer > 0")
-    for key in ("mean", "std"):
-        values = d[key]
-        if values is not None and (
-            not OmegaConf.is_list(values)
-            or not values
-            or not all(is_number(v) and (v > 0 or key == "mean") for v in values)
-        ):
-            rule = "numbers > 0" if key == "std" else "numbers"
-            raise UserError(
-                f"dataset.{key}={values} must be null (computed from the training images) or a "
-                f"list of {rule}, one per channel"
-            )
-    if d.source == "folder":  # before the heavy imports: the tree's file names
-        listing = tree.image_folder(Path(d.root), stat=False)
-        if not d.folds:
-            val_count(size, len(listing.files["train"]))
-        return listing
-    if d.source == "synthetic" and not d.folds:
-        val_count(size, d.num_classes * d.train_per_class)
-    return None
 
 
 def _arguments(key: str, node: DictConfig, passed: set[str]) -> None:

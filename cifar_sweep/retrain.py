@@ -25,10 +25,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from cifar_sweep.checks import is_int
 from cifar_sweep.config_dir import CONF
 from cifar_sweep.errors import UserError, did_you_mean, exit_with, interruptible, one_line_errors
 from cifar_sweep.sweep.storage import masked, sweeper_storage
+from cifar_sweep.values import is_int
 
 log = logging.getLogger("cifar_sweep.retrain")
 # Hydra 1.4 instantiates configured callbacks and plugins without a whitelist; ours are trusted.

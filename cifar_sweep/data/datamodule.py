@@ -16,9 +16,9 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from cifar_sweep.checks import val_count
 from cifar_sweep.data import placement, sources
 from cifar_sweep.data.augment import build_augment
+from cifar_sweep.data.dataset_checks import val_count
 from cifar_sweep.errors import UserError
 
 log = logging.getLogger(__name__)

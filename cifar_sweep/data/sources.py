@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 
 from cifar_sweep import full_disk
-from cifar_sweep.checks import unwritable
 from cifar_sweep.data import decode, tree
 from cifar_sweep.errors import UserError
+from cifar_sweep.folders import unwritable
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2  # part of the key: a cache written by older code is never read
