@@ -37,3 +37,18 @@ def test_a_lower_room_never_imports_a_higher_one(folder: str):
         if name.startswith(NEVER[folder])
     ]
     assert wrong == []
+
+
+def test_the_readme_code_map_names_every_module():
+    readme = (ROOT / "README.md").read_text()
+    code_map = readme[readme.index("## Code map") : readme.index("## Using it")]
+    modules = [
+        p for p in [*PACKAGE.rglob("*.py"), *(ROOT / "benchmarks" / "campaign").glob("*.py")]
+        if not p.name.startswith("__")
+    ]  # fmt: skip
+    missing = [
+        str(p.relative_to(ROOT))
+        for p in modules
+        if f"`{p.stem}`" not in code_map and f"{p.stem}.py" not in code_map
+    ]
+    assert missing == []
