@@ -56,11 +56,10 @@ def test_a_database_restarted_under_a_sweep_of_two_workers_costs_retries_not_the
     proc = start_sweep(tmp_path, pg_server.url, *args, "trainer.max_epochs=3")
     wait_until(lambda: finished(pg_server.url) >= 1, proc)
     pg_server.restart()  # pg_ctl restart -m fast: every connection is closed
-    out, err = proc.communicate(timeout=600)
+    _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     assert "Traceback" not in err and "StorageInternalError" not in err
     assert finished(pg_server.url) == 6
-    assert "the database does not answer" in out + err  # it noticed, and waited
 
 
 @pytest.mark.slow  # a real PostgreSQL stopped under a sweep, then started for the rerun
