@@ -93,6 +93,21 @@ def run_cli(*args: str, cwd: Path = ROOT, small: bool = True) -> subprocess.Comp
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+def noise_tree(root: Path, *, size: int, per_class: tuple[int, int]) -> Path:
+    """train/ and test/ of 4 classes of size x size noise images, per_class (train, test) each."""
+    import torch
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split, count in zip(("train", "test"), per_class, strict=True):
+        for c in range(4):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(count):
+                pixels = torch.randint(0, 256, (size, size, 3), generator=g, dtype=torch.uint8)
+                Image.fromarray(pixels.numpy()).save(root / split / f"c{c}" / f"{i}.png")
+    return root
+
+
 @pytest.fixture(scope="session")
 def jpeg_subset(tmp_path_factory) -> Path:
     """20 train and 5 test images per class from the JPEG copy of CIFAR-10 (CIFAR10_JPEG)."""

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-import torch
-from conftest import ROOT, compose_cfg, run_cli, run_in_process, tiny
-from PIL import Image
+from conftest import ROOT, compose_cfg, noise_tree, run_cli, run_in_process, tiny
 
 from cifar_sweep.errors import SharedCauseError
 from cifar_sweep.train import train
@@ -131,21 +129,9 @@ def test_a_run_folder_on_a_full_disk_is_one_line_naming_it_and_the_space(tmp_pat
     assert "hydra.sweep.dir=" in line
 
 
-def image_tree(root: Path) -> Path:
-    """train/ and test/ of 4 classes of 32x32 noise images (about 400 kB decoded)."""
-    g = torch.Generator().manual_seed(0)
-    for split, count in (("train", 80), ("test", 20)):
-        for c in range(4):
-            (root / split / f"c{c}").mkdir(parents=True)
-            for i in range(count):
-                pixels = torch.randint(0, 256, (32, 32, 3), generator=g, dtype=torch.uint8)
-                Image.fromarray(pixels.numpy()).save(root / split / f"c{c}" / f"{i}.png")
-    return root
-
-
 def test_a_data_cache_on_a_full_disk_is_one_line_naming_dataset_cache_dir(tmp_path: Path):
     disk = tmp_path / "disk"
-    tree = image_tree(tmp_path / "tree")
+    tree = noise_tree(tmp_path / "tree", size=32, per_class=(80, 20))
     data = ["dataset=image_folder", f"dataset.root={tree}", f"dataset.cache_dir={disk}"]
     done = on_a_small_disk(disk, "200k", *RUN, *data, f"hydra.run.dir={tmp_path / 'run'}")
     line = one_error_line(done)

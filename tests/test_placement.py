@@ -8,8 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import compose_cfg, run_cli
-from PIL import Image
+from conftest import compose_cfg, noise_tree, run_cli
 
 from cifar_sweep.data import sources
 from cifar_sweep.data.augment import build_augment
@@ -83,18 +82,6 @@ def test_on_cuda_host_batches_are_pinned_and_train_as_well_as_device_ones(tmp_pa
     assert abs(host["test/acc"] - device["test/acc"]) < 0.1
 
 
-def image_tree(root: Path) -> Path:
-    """train/ and test/ of 4 classes of 8x8 noise images, 30 and 5 a class."""
-    g = torch.Generator().manual_seed(0)
-    for split, count in (("train", 30), ("test", 5)):
-        for c in range(4):
-            (root / split / f"c{c}").mkdir(parents=True)
-            for i in range(count):
-                pixels = torch.randint(0, 256, (8, 8, 3), generator=g, dtype=torch.uint8)
-                Image.fromarray(pixels.numpy()).save(root / split / f"c{c}" / f"{i}.png")
-    return root
-
-
 def mapped_from(path: Path) -> list[tuple[int, int]]:
     """The address ranges of this process's memory maps of `path`."""
     ranges = []
@@ -107,7 +94,7 @@ def mapped_from(path: Path) -> list[tuple[int, int]]:
 
 
 def cached_data(tmp_path: Path, *args: str) -> ImageDataModule:
-    tree = image_tree(tmp_path / "tree")
+    tree = noise_tree(tmp_path / "tree", size=8, per_class=(30, 5))
     cfg = compose_cfg(*RUN, "dataset=image_folder", f"dataset.root={tree}", "dataset.val_size=20",
                       "dataset.batch_size=16", *args, tmp_path=tmp_path).dataset  # fmt: skip
     sources.load(cfg)  # builds the cache; from here on it is read memory-mapped
