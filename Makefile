@@ -58,6 +58,10 @@ bench-workers:  ## sweep wall time with 1 and 2 worker processes (WORKERS=1,2,4 
 campaign:  ## the GPU campaign's stages not yet measured (PROFILE=cpu: the CPU reproduction, hours; STAGES=a,b to rerun; SMOKE=1: toy scale; ARGS="--out DIR ...")
 	$(PY) -m benchmarks.campaign $(if $(PROFILE),--profile $(PROFILE)) $(if $(STAGES),--stages $(STAGES)) $(if $(SMOKE),--smoke) $(ARGS)
 
+bench-peers:  ## our sweeper against the stock sweeper, an Optuna script and Ray Tune (pip install -e '.[peers]'; about 2 hours; SMOKE=1: minutes; ARGS="--seeds 1 ...")
+	$(if $(SMOKE),,@[ -d data/cifar10-jpeg ] || $(MAKE) --no-print-directory data/cifar10-jpeg)
+	$(PY) -m benchmarks.peers $(if $(SMOKE),--smoke) $(ARGS)
+
 bench-startup: data/cifar10-jpeg  ## cached load of the JPEG copy, time to a bad value's error and to the first step
 	$(PY) -m benchmarks.startup
 
@@ -67,4 +71,4 @@ tensorboard:  ## TensorBoard on every run and sweep
 clean:  ## remove outputs, caches and build files (not data/)
 	rm -rf outputs .pytest_cache .ruff_cache build dist *.egg-info
 
-.PHONY: help install quickstart test test-slow test-slurm lint format train train-offline sweep bench bench-sweep bench-workers bench-startup campaign tensorboard clean
+.PHONY: help install quickstart test test-slow test-slurm lint format train train-offline sweep bench bench-sweep bench-workers bench-peers bench-startup campaign tensorboard clean

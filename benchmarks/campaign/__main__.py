@@ -18,7 +18,6 @@ results and a README copy under --out too.
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import machine
 from benchmarks.campaign import cpu, readme, stages
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,17 +38,6 @@ ROOT = Path(__file__).resolve().parents[2]
 # cores; 300 s lets it finish on a busy CPU too.
 BUDGET_S = {"gpu": 480, "smoke": 300, "cpu": 4 * 3600}  # a CPU stage: 20-70 minutes
 PROFILES = {"gpu": stages.ALL, "cpu": cpu.ALL}
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 class Campaign:
@@ -61,8 +50,8 @@ class Campaign:
         if self.smoke:
             self.hardware, self.slug = "cpu (smoke: toy scale, not figures)", "smoke"
         elif self.keep:
-            self.hardware = f"{cpu_model()}, {os.cpu_count()} cores"
-            self.slug = "cpu-" + "-".join(cpu_model().lower().split())
+            self.hardware = machine.cpu_description()
+            self.slug = f"cpu-{machine.cpu_slug()}"
         else:
             if not torch.cuda.is_available():
                 sys.exit("error: no CUDA device; the campaign measures a GPU (--smoke: toy scale)")
