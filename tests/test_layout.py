@@ -43,7 +43,8 @@ def test_the_readme_code_map_names_every_module():
     readme = (ROOT / "README.md").read_text()
     code_map = readme[readme.index("## Code map") : readme.index("## Using it")]
     modules = [
-        p for p in [*PACKAGE.rglob("*.py"), *(ROOT / "benchmarks" / "campaign").glob("*.py")]
+        p for p in [*PACKAGE.rglob("*.py"), *(ROOT / "benchmarks" / "campaign").glob("*.py"),
+                    *(ROOT / "benchmarks" / "peers").glob("*.py")]
         if not p.name.startswith("__")
     ]  # fmt: skip
     missing = [
