@@ -9,6 +9,7 @@ The objective composes each trial's config from our YAML (`hydra.compose`) and t
 """
 
 import argparse
+import importlib.util
 import sys
 import threading
 from pathlib import Path
@@ -62,6 +63,9 @@ def main(argv: list[str]) -> None:
 
 
 def run(problem: Problem, seed: int, out: Path) -> dict:
+    if importlib.util.find_spec("optuna_integration") is None:
+        reason = "optuna_integration not installed: pip install -e '.[peers]'"
+        return {"seed": seed, "skipped": reason}
     storage = f"sqlite:///{out / 'studies.db'}"
     cmd = [
         sys.executable,

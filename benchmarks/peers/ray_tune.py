@@ -11,6 +11,7 @@ by ending its process.
 """
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -117,6 +118,8 @@ def main(argv: list[str]) -> None:
 
 
 def run(problem: Problem, seed: int, out: Path) -> dict:
+    if importlib.util.find_spec("ray") is None:
+        return {"seed": seed, "skipped": "ray not installed: pip install -e '.[peers]'"}
     cmd = [
         sys.executable,
         "-m",
