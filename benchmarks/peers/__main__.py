@@ -68,7 +68,8 @@ def publish(found: dict, path: Path, readme_file: Path) -> None:
     picture = path.with_suffix(".png")
     plot.draw(found, picture, found.get("problem", ""))
     home = readme_file.absolute().parent
-    shown = [f.relative_to(home) if f.is_relative_to(home) else f for f in (path, picture)]
+    absolute = [f.absolute() for f in (path, picture)]
+    shown = [f.relative_to(home) if f.is_relative_to(home) else f for f in absolute]
     readme.update(readme_file, found, *shown)
 
 
