@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, compose_cfg, noise_tree
 
 from benchmarks.peers import problem, readme, record, results, space, stock
+from benchmarks.peers.__main__ import main
 from benchmarks.peers.arms import ARMS
 
 README = "# project\n\n## Measured\n\nkept\n\n## Limits\n\n- none\n"
@@ -117,6 +118,16 @@ def test_the_subset_takes_the_first_images_of_each_class_once(tmp_path: Path):
 
     assert sorted(p.name for p in (subset / "train" / "c0").iterdir()) == ["0.png", "1.png"]
     assert len(list(subset.glob("train/*/*"))) == 8 and len(list(subset.glob("test/*/*"))) == 4
+
+
+def test_an_unknown_arm_is_one_line_naming_the_arms():
+    with pytest.raises(SystemExit) as exit_:
+        main(["--smoke", "--arms=ray,cifar_sweep"])
+
+    assert str(exit_.value) == (
+        "error: --arms ray: no such arm; arms: hydra-optuna-sweeper, optuna-script, ray-tune, "
+        "cifar_sweep, cifar_sweep-promote"
+    )
 
 
 def peers(*args: str) -> subprocess.CompletedProcess:

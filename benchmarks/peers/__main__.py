@@ -73,6 +73,31 @@ def publish(found: dict, path: Path, readme_file: Path) -> None:
     readme.update(readme_file, found, *shown)
 
 
+def where(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """The run folder, the results file and the README: a smoke run's all under --out."""
+    out = (args.out or Path("outputs", "peers-smoke" if args.smoke else "peers")).absolute()
+    home = out if args.smoke else ROOT  # a smoke run writes nothing into the checkout
+    name = "peers-smoke.json" if args.smoke else f"peers-{machine.cpu_slug()}.json"
+    path = args.results or (out if args.smoke else ROOT / "benchmarks" / "results") / name
+    readme_file = args.readme or home / "README.md"
+    if not readme_file.exists():
+        readme_file.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "README.md", readme_file)
+    return out, path, readme_file
+
+
+def study(p: Problem, arm: str, seed: int, out: Path) -> dict | None:
+    """One arm's study in a fresh folder (a study cut short starts again); None if it failed."""
+    folder = out / arm / f"seed{seed}"
+    shutil.rmtree(folder, ignore_errors=True)
+    started = time.perf_counter()
+    try:
+        return ARMS[arm].run(p, seed, folder)
+    except ArmFailed as e:
+        print(f"{arm} seed {seed}: failed after {time.perf_counter() - started:.0f} s: {e}")
+        return None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.render:
@@ -81,33 +106,20 @@ def main(argv: list[str] | None = None) -> None:
     named = args.arms.split(",") if args.arms else list(ARMS)
     if unknown := [a for a in named if a not in ARMS]:
         sys.exit(f"error: --arms {','.join(unknown)}: no such arm; arms: {', '.join(ARMS)}")
-    out = (args.out or Path("outputs", "peers-smoke" if args.smoke else "peers")).absolute()
+    out, path, readme_file = where(args)
     p = problem.load(smoke=args.smoke, seeds=args.seeds, data=args.data.absolute(), out=out)
-    home = out if args.smoke else ROOT  # a smoke run writes nothing into the checkout
-    path = args.results or home / "benchmarks" / "results" / f"peers-{machine.cpu_slug()}.json"
-    if args.smoke and not args.results:
-        path = out / "peers-smoke.json"
-    readme_file = args.readme or home / "README.md"
-    if not readme_file.exists():
-        readme_file.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / "README.md", readme_file)
-    found = results.load(path)
-    found |= {"machine": machine.cpu_description(), "problem": p.describe()}
+    found = results.load(path) | {"machine": machine.cpu_description(), "problem": p.describe()}
     todo = [(a, s) for a in named for s in p.seeds if not results.done(found, a, s)]
     print(f"peers on {found['machine']}: {len(todo)} studies to run; {p.describe()}", flush=True)
     if todo:
         warm(p)
-    skipped = set()
+    skipped, failed = set(), []
     for arm, seed in todo:
         if arm in skipped:
             continue
-        folder = out / arm / f"seed{seed}"
-        shutil.rmtree(folder, ignore_errors=True)  # a study cut short starts again
-        started = time.perf_counter()
-        try:
-            record = ARMS[arm].run(p, seed, folder)
-        except ArmFailed as e:
-            print(f"{arm} seed {seed}: failed after {time.perf_counter() - started:.0f} s: {e}")
+        record = study(p, arm, seed, out)
+        if record is None:
+            failed.append(f"{arm} seed {seed}")
             continue
         if "skipped" in record:
             skipped.add(arm)
@@ -123,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
             )
         publish(found, path, readme_file)
     print(f"results: {path}\nREADME section: {readme_file}")
+    if failed:
+        sys.exit(f"error: {', '.join(failed)} failed (their output.txt under {out}); run again")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ scheduler) with its `val/acc_best` at the last epoch it trained, that is the bes
 accuracy it reached; a failed trial counts for nothing. Its point on the curve is the moment its
 orchestrator held the result (`known`: an Optuna study's completion time, the moment of Ray's
 last report), in seconds since the arm's command started. A trial is busy from `start` to `end`
-as its orchestrator records them; idle core-seconds are concurrency x wall time minus the busy
-time.
+as its orchestrator records them (the stock sweeper's jobs: their own folders, stock.py); idle
+core-seconds are concurrency x wall time minus the busy time.
 """
 
 import json
