@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -41,6 +42,37 @@ def test_a_pruned_trial_counts_on_the_curve_and_a_failed_one_does_not():
     assert r["best_val"] == 0.60 and r["pruned"] == 1 and r["failed"] == 1
     assert r["epochs"] == 6 + 2 + 6 + 6
     assert r["idle_core_s"] == 2 * 100 - 4 * 10  # 2 cores for 100 s, 4 trials busy 10 s each
+
+
+def test_a_promoted_point_counts_each_epoch_once_and_is_pruned_only_if_its_last_segment_was():
+    r = study(
+        0,
+        trial(10, 0.40, "PRUNED", epochs=1) | {"point": 0},  # paused at the first rung
+        trial(20, 0.45, "PRUNED", epochs=1) | {"point": 1},  # stopped for good
+        trial(40, 0.50, "COMPLETE", epochs=5) | {"point": 0},  # point 0 promoted: epochs 1-5
+    )
+    assert r["epochs"] == 7 and r["pruned"] == 1
+    assert r["curve"] == [[10, 0.40], [20, 0.45], [40, 0.50]]
+
+
+def test_a_pruned_trial_of_a_study_counts_its_epochs_and_its_last_reported_value(tmp_path: Path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    s = optuna.create_study(storage=storage, direction="maximize")
+    pruned, complete = s.ask(), s.ask()
+    for epoch in range(6):
+        complete.report(0.1 * epoch, step=epoch)
+        if epoch < 3:
+            pruned.report(0.1 * epoch, step=epoch)
+    s.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+    s.tell(complete, 0.5)
+
+    rows = record.from_study(storage, datetime.now())
+
+    assert [r["epochs"] for r in rows] == [3, 6] and [r["state"] for r in rows] == [
+        "PRUNED",
+        "COMPLETE",
+    ]
+    assert rows[0]["value"] == pytest.approx(0.2) and rows[1]["value"] == 0.5
 
 
 def test_the_target_is_the_stock_sweepers_median_final_and_a_miss_counts_its_wall_time():

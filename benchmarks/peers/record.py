@@ -8,6 +8,11 @@ orchestrator held the result (`known`: an Optuna study's completion time, the mo
 last report), in seconds since the arm's command started. A trial is busy from `start` to `end`
 as its orchestrator records them (the stock sweeper's jobs: their own folders, stock.py); idle
 core-seconds are concurrency x wall time minus the busy time.
+
+A configuration may run as several trials (a retry, or a promotion that goes on from a paused
+trial's checkpoint, each a segment of one `point`): an epoch counts once, for the segment that
+trained it, although a segment carries its point's earlier reports; a point counts as pruned when
+its last segment was.
 """
 
 import json
@@ -18,11 +23,19 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from cifar_sweep.sweep import contract
 
-def trial(*, start: float, end: float, known: float, value, epochs: int, state: str) -> dict:
-    """One trial: seconds since the arm started, its objective (None: none), epochs trained,
-    and how it ended (COMPLETE, PRUNED, FAIL)."""
+# a retry's or promotion's point: the trial it goes on from (older contracts: every trial its own)
+point_of = getattr(contract, "point_of", lambda t: t.number)
+
+
+def trial(
+    *, start: float, end: float, known: float, value, epochs: int, state: str, point=None
+) -> dict:
+    """One trial: seconds since the arm started, its objective (None: none), epochs it trained,
+    how it ended (COMPLETE, PRUNED, FAIL) and the configuration it ran (None: its own)."""
     return {
+        "point": point,
         "start": round(start, 2),
         "end": round(end, 2),
         "known": round(known, 2),
@@ -53,19 +66,23 @@ def from_study(
     def since(moment: datetime) -> float:
         return (moment - t0).total_seconds()
 
-    rows = []
+    rows, seen = [], {}
     for t in study.get_trials(deepcopy=False):
         if t.datetime_start is None:
             continue  # waiting in the queue, never started
         known = t.datetime_complete or t.datetime_start
+        trained = seen.setdefault(point_of(t), set())  # the point's epochs before this segment
+        new = set(t.intermediate_values) - trained
+        trained |= new
         rows.append(
             trial(
                 start=since((start_of(t) if start_of else None) or t.datetime_start),
                 end=since((end_of(t) if end_of else None) or known),
                 known=since(known),
                 value=value(t),
-                epochs=epochs_of(t) if epochs_of else len(t.intermediate_values),
+                epochs=epochs_of(t) if epochs_of else len(new),
                 state=t.state.name,
+                point=point_of(t),
             )
         )
     return rows
@@ -89,13 +106,16 @@ def summarize(seed: int, wall_s: float, trials: list[dict], *, concurrency: int)
             best = t["value"]
             curve.append([t["known"], best])
     busy = sum(t["end"] - t["start"] for t in trials)
+    last = {}  # each point's last segment
+    for i, t in enumerate(sorted(trials, key=lambda t: t["known"])):
+        last[("trial", i) if t["point"] is None else t["point"]] = t["state"]
     return {
         "seed": seed,
         "wall_s": round(wall_s, 1),
         "best_val": best if curve else None,
         "curve": curve,
         "epochs": sum(t["epochs"] for t in trials),
-        "pruned": sum(t["state"] == "PRUNED" for t in trials),
+        "pruned": sum(state == "PRUNED" for state in last.values()),
         "failed": sum(t["state"] == "FAIL" for t in trials),
         "setup_s": round(min((t["start"] for t in trials), default=wall_s), 1),
         "idle_core_s": round(concurrency * wall_s - busy, 1),
