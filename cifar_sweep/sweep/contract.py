@@ -30,6 +30,8 @@ JOB_BEATS = PREFIX + "job_beats"  # system attribute: the job beats the heartbea
 RUN_DIR = PREFIX + "run_dir"  # the trial's job folder (absolute), where it keeps last.ckpt
 RESUME = PREFIX + "resume"  # on a queued retry: the job folder whose last.ckpt it goes on from
 WORKER = PREFIX + "worker:"  # study system attribute per sweep process: its owner record, or None
+MLFLOW_RUN = PREFIX + "mlflow_run"  # the trial's MLflow run id (a retry's is its first attempt's)
+MLFLOW_STUDY_RUN = PREFIX + "mlflow_study_run"  # study attribute: the study's own MLflow run id
 
 # Failure kinds. Only the CHARGED ones are the trial's fault and spend the failure budget.
 DIVERGED, ERROR = "diverged", "error"
