@@ -9,6 +9,7 @@ dependency for them). Every call names its run by id (MlflowClient), never the f
 process-wide active run, which the trials of one worker process would share.
 """
 
+import os
 import random
 import time
 from pathlib import Path
@@ -16,6 +17,9 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+# MLflow prints two lines of links per run it ends on a server: per trial, in a sweep's log;
+# the sweep says where to look once, at its end (set it to false to have them back)
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 LOCKED_TRIES = 8  # about 6 s of backoff in all: a worker's burst of writes is milliseconds
 
 

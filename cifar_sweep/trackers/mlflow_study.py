@@ -148,7 +148,7 @@ class StudyRuns:
                 retried(self.client.delete_tag, run.info.run_id, "best")
         for run_id in best_runs:
             self._tag(run_id, {"best": "true"})
-        if len(best) == 1:
+        if len(self.study.directions) == 1:
             names = objective_names(self.study.user_attrs.get(OBJECTIVE, ["value"]))
             self._tag(self.parent, {"best_trial": best[0].number})
             retried(self.client.log_metric, self.parent, f"best/{names[0]}", best[0].value)
