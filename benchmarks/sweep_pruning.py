@@ -1,12 +1,18 @@
-"""Hyperband vs no pruning on the NAS space (2-4 conv layers, 16-64 channels), same trial count.
+"""Hyperband vs no pruning on the NAS space (2-4 conv layers, 16-64 channels), same trial count;
+and what MLflow costs a trial.
 
-Runs the same TPE study twice, as a user would (`python -m cifar_sweep -m ...`), each in its own
-sqlite storage, and prints: trials complete/pruned, epochs trained, best value, wall time, and
+Runs the same TPE study three times, as a user would (`python -m cifar_sweep -m ...`), each in
+its own sqlite storage: with hyperband, without pruning, and without pruning logged to
+TensorBoard and MLflow's embedded SQLite store (`logger=[tensorboard,mlflow]`); prints: trials
+complete/pruned, epochs trained, best value, wall time, and
 the sweeper's overhead per trial (wall time not spent inside trials) and the job's: "job s/trial"
 is a trial's duration minus the run's own time/total_s (Hydra's job set-up, reopening the trial),
 "beyond epochs s/trial" its duration minus its training and validation epochs (time/epochs_s):
 everything else a trial costs (that, plus data, model and Trainer set-up, checkpoint, metrics).
-Both over the completed trials after the first (which also pays the Lightning import).
+Both over the completed trials after the first (which also pays the Lightning and MLflow imports).
+The MLflow arm's cost is its "beyond epochs" and "between" minus the arm without it: the trial's
+run made, its epochs logged, its files and end recorded (the end comes after Optuna's tell, so
+"between" holds it).
 "sweeper s/trial" spreads the fixed costs (start-up, the end-of-sweep report) over the trials;
 "between s" is the mean gap between one trial's end and the next one's start (tell, stale
 check, ask, suggest).
@@ -61,8 +67,21 @@ def data(overrides: list[str]) -> list[str]:
     return [] if named else [*CPU_DATA, "dataset.noise=0.8"]
 
 
-def run(pruner: str, overrides: list[str], out: Path) -> dict:
-    wall, study = sweep([*COMMON, *data(overrides), f"pruner={pruner}", *overrides], out)
+# arm -> its overrides; an arm's folder is {out}
+ARMS = {
+    "hyperband": ["pruner=hyperband"],
+    "none": ["pruner=none"],
+    "none+mlflow": [
+        "pruner=none",
+        "logger=[tensorboard,mlflow]",
+        "logger.mlflow.tracking_uri=sqlite:///{out}/mlflow.db",
+    ],
+}
+
+
+def run(arm: str, overrides: list[str], out: Path) -> dict:
+    own = [o.format(out=out) for o in ARMS[arm]]
+    wall, study = sweep([*COMMON, *data(overrides), *own, *overrides], out)
     trials = study.trials
     in_trials = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
     beyond_job, beyond_epochs = [], []
@@ -91,24 +110,31 @@ def run(pruner: str, overrides: list[str], out: Path) -> dict:
 def main(overrides: list[str]) -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for pruner in ("hyperband", "none"):
-            (Path(tmp) / pruner).mkdir()
-            rows[pruner] = run(pruner, overrides, Path(tmp) / pruner)
+        for arm in ARMS:
+            (Path(tmp) / arm).mkdir()
+            rows[arm] = run(arm, overrides, Path(tmp) / arm)
     print(f"{' '.join([*COMMON, *data(overrides), *overrides])}")
     print(
-        f"{'pruner':<10}{'complete':>9}{'pruned':>8}{'epochs':>8}{'best':>8}{'wall s':>8}"
+        f"{'arm':<12}{'complete':>9}{'pruned':>8}{'epochs':>8}{'best':>8}{'wall s':>8}"
         f"{'sweeper s/trial':>17}{'between s':>11}{'job s/trial':>13}"
         f"{'beyond epochs s/trial':>23}"
     )
-    for pruner, r in rows.items():
+    for arm, r in rows.items():
         print(
-            f"{pruner:<10}{r['complete']:>9}{r['pruned']:>8}{r['epochs']:>8}{r['best']:>8.4f}"
+            f"{arm:<12}{r['complete']:>9}{r['pruned']:>8}{r['epochs']:>8}{r['best']:>8.4f}"
             f"{r['wall_s']:>8.1f}{r['sweeper_s_per_trial']:>17.2f}{r['between_s']:>11.2f}"
             f"{r['job_s_per_trial']:>13.2f}{r['beyond_epochs_s_per_trial']:>23.2f}"
         )
     h, n = rows["hyperband"], rows["none"]
     ratio_epochs, ratio_wall = h["epochs"] / n["epochs"], h["wall_s"] / n["wall_s"]
     print(f"hyperband/none: epochs {ratio_epochs:.2f}, wall {ratio_wall:.2f}")
+    m = rows["none+mlflow"]
+    beyond = m["beyond_epochs_s_per_trial"] - n["beyond_epochs_s_per_trial"]
+    between = m["between_s"] - n["between_s"]
+    print(
+        f"mlflow: {beyond + between:+.3f} s a trial over TensorBoard alone "
+        f"({beyond:+.3f} beyond its epochs, {between:+.3f} between trials)"
+    )
 
 
 if __name__ == "__main__":
