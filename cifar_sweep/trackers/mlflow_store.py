@@ -21,6 +21,9 @@ from mlflow.exceptions import MlflowException
 # the sweep says where to look once, at its end (set it to false to have them back)
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 LOCKED_TRIES = 8  # about 6 s of backoff in all: a worker's burst of writes is milliseconds
+# MLflow 3's UI opens an experiment of no kind on its GenAI pages (traces, prompts): ours are
+# training runs
+KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def retried(call, *args, **kwargs):
@@ -64,7 +67,9 @@ def experiment(client: MlflowClient, name: str, *, artifact_location: str | None
     found = client.get_experiment_by_name(name)
     if found is None:
         try:
-            return retried(client.create_experiment, name, artifact_location=artifact_location)
+            return retried(
+                client.create_experiment, name, artifact_location=artifact_location, tags=KIND
+            )
         except MlflowException as e:  # another process made it a moment ago
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise

@@ -35,8 +35,9 @@ from cifar_sweep.trackers import mlflow_store
 from cifar_sweep.trackers.mlflow_store import retried
 
 log = logging.getLogger(__name__)
-# how a trial ended, as MLflow's run status: pruned and interrupted runs were stopped, not broken
-STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
+# how a trial ended, as MLflow's run status: a pruned trial finished (n_trials counts it; its
+# `state` tag says PRUNED), an interrupted one was stopped (KILLED, set in `end`)
+STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED", TrialState.FAIL: "FAILED"}
 
 
 def trial_run_name(number: int) -> str:
