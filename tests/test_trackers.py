@@ -279,3 +279,31 @@ def test_two_workers_in_mlflow_a_pruned_a_diverged_and_a_retried_trial(
     assert failed.info.status == "FAILED" and failed.data.tags["fail_kind"] == "diverged"
     assert failed.data.tags["fail_reason"].startswith("diverged:")
     assert parent.info.status == "FINISHED" and "mlflow: " in rerun.stdout
+
+
+@pytest.mark.slow  # two worker processes: about 45 s on 2 cores
+def test_two_workers_share_the_embedded_mlflow_store_made_once_by_the_sweep(tmp_path: Path):
+    """The default store (SQLite): the sweep makes it before its workers start, and both write
+    their trials' runs into it without a lock error."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = sweep(
+        tmp_path,
+        "hydra.sweeper.workers=2",
+        "hydra.sweeper.n_trials=6",
+        "trainer.max_epochs=2",
+        "logger=mlflow",
+        f"logger.mlflow.tracking_uri={uri}",
+    )
+    assert "database is locked" not in result.stdout + result.stderr
+    assert f"mlflow: mlflow ui --backend-store-uri {uri}" in result.stdout
+    s = study(tmp_path)
+    client = MlflowClient(tracking_uri=uri)
+    runs = mlflow_runs(uri, s.study_name)
+    assert sorted(runs) == sorted([s.study_name, *(f"trial-{n:04d}" for n in range(6))])
+    assert {runs[f"trial-{n:04d}"].data.tags["worker"] for n in range(6)} == {"0", "1"}
+    for n in range(6):
+        assert steps(uri, runs[f"trial-{n:04d}"], "val/acc") == [0, 1]
+    experiment = client.get_experiment_by_name(s.study_name)
+    assert experiment.artifact_location == (tmp_path / "mlartifacts").as_uri()
