@@ -19,8 +19,9 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from cifar_sweep.errors import UserError
+from cifar_sweep.sweep import asha, outcome, ownership, recovery
 from cifar_sweep.sweep import optuna_private as private
-from cifar_sweep.sweep import outcome, ownership, recovery
+from cifar_sweep.sweep.asha import ASHAPruner
 from cifar_sweep.sweep.contract import (
     CHARGED,
     COMPLETE,
@@ -31,6 +32,8 @@ from cifar_sweep.sweep.contract import (
     JOB_BEATS,
     LIVE,
     NOT_RUN,
+    PAUSED,
+    PROMOTED_FROM,
     PRUNED,
     RESUME,
     RETRY_OF,
@@ -42,6 +45,7 @@ from cifar_sweep.sweep.contract import (
     fail,
     job_batches,
     job_dir,
+    point_of,
     states,
     trial_overrides,
 )
@@ -124,6 +128,8 @@ class WorkerLoop:
             if self.grid and study.sampler.is_exhausted(study) and not n[WAITING]:
                 return  # a failed point counts as visited: its queued retry still runs
             todo = min(self.n_jobs, self.n_trials - finished - running)
+            if isinstance(study.pruner, ASHAPruner) and study.pruner.promote:
+                todo = self._promote_or_count(study)
             if todo <= 0:
                 if running:
                     elsewhere = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -197,14 +203,28 @@ class WorkerLoop:
                     f"changes: {frozen.user_attrs[FAIL_REASON]}"
                 )
 
+    def _promote_or_count(self, study: optuna.Study) -> int:
+        """With ASHA's promotions (pruner.promote): the trials to ask for now. A paused trial
+        that has earned it goes on first (queued, so ask() takes it); else new points until the
+        study holds n_trials configurations, its points' segments counted once."""
+        paused = study.pruner.promotion(study)
+        if paused is not None and asha.queue(study, paused, paused.user_attrs[RUN_DIR]):
+            return 1
+        if any(
+            PROMOTED_FROM in t.user_attrs for t in study.get_trials(states=(TrialState.WAITING,))
+        ):
+            return 1  # queued by another worker a moment ago
+        return min(self.n_jobs, self.n_trials - asha.points(study, LIVE))
+
     def _prepare(self, trial) -> None:
-        """Record the trial's job folder; a retry that goes on from an earlier run's last epoch
-        gets that run's reported values, so the pruner sees the whole curve."""
+        """Record the trial's job folder; a retry or promotion that goes on from an earlier
+        run's last epoch gets that run's reported values, so the pruner sees the whole curve."""
         if self.sweep_dir is not None:
             folder = str(job_dir(self.sweep_dir, trial.number))
             private.set_user_attr(self.study, trial, RUN_DIR, folder)
-        if trial.user_attrs.get(RESUME) and trial.user_attrs.get(RETRY_OF) is not None:
-            earlier = self.study.get_trials(deepcopy=False)[trial.user_attrs[RETRY_OF]]
+        source = trial.user_attrs.get(RETRY_OF, trial.user_attrs.get(PROMOTED_FROM))
+        if trial.user_attrs.get(RESUME) and source is not None:
+            earlier = self.study.get_trials(deepcopy=False)[source]
             for step, value in sorted(earlier.intermediate_values.items()):
                 private.set_intermediate(self.study, trial, step, value)
 
@@ -222,6 +242,8 @@ class WorkerLoop:
             )
             log.warning("%s  %s", line, reason)
             return
+        if PAUSED in frozen.user_attrs:
+            line += f" (paused at epoch {frozen.user_attrs[PAUSED]}, kept to go on)"
         values = frozen.values or (
             [frozen.intermediate_values[frozen.last_step]] if frozen.last_step is not None else []
         )
@@ -270,11 +292,14 @@ def _ran(t: optuna.trial.FrozenTrial) -> bool:
 
 def drop_surplus(study: optuna.Study, trials: Sequence, n_trials: int) -> list:
     """Trials that workers asked for at the same moment can overshoot n_trials: the one with the
-    higher number (numbers are given out by the storage, atomically) steps back."""
-    live = [t.number for t in study.get_trials(deepcopy=False) if classify(t) in LIVE]
+    higher number (numbers are given out by the storage, atomically) steps back. A segment of a
+    point the study holds already (an ASHA promotion) is never surplus."""
+    live = [t for t in study.get_trials(deepcopy=False) if classify(t) in LIVE]
     keep = []
     for t in trials:
-        if sum(n < t.number for n in live) >= n_trials:
+        before = {point_of(x) for x in live if x.number < t.number}
+        frozen = private.frozen(study, t)
+        if point_of(frozen) not in before and len(before) >= n_trials:
             fail(study, t, NOT_RUN, SURPLUS)
         else:
             keep.append(t)
