@@ -2,18 +2,28 @@
 curves that cross, promotion finds the best point where stopping loses it, for a third of the
 epochs of no pruning; a real sweep's promoted trial goes on from its checkpoint."""
 
-import json
+import subprocess
+import time
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import study, sweep
+from conftest import ROOT, study, sweep, sweep_cmd
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
+from cifar_sweep.report import trials_table
 from cifar_sweep.sweep import optuna_private
 from cifar_sweep.sweep.asha import ASHAPruner
-from cifar_sweep.sweep.contract import PAUSED, PROMOTED_FROM, RUN_DIR, point_of
+from cifar_sweep.sweep.contract import (
+    PAUSED,
+    PROMOTED_FROM,
+    RETRY_OF,
+    RUN_DIR,
+    WORKER_DIED,
+    classify,
+    point_of,
+)
 from cifar_sweep.sweep.loop import WorkerLoop
 
 EPOCHS = 9  # rungs at 1 and 3 epochs with reduction_factor 3
@@ -28,6 +38,7 @@ CURVES = {
     },
 }
 ORDER = [1, 0, 2, 3, 4, 5, 6, 7, 8]  # the order the sampler proposes them
+LRS = [0.05, 0.01, 1e-6, 2e-6, 3e-6, 4e-6]  # a real sweep's points, in this order
 
 
 def value(point: int, epoch: int) -> float:
@@ -119,33 +130,80 @@ def test_on_crossing_curves_promotion_finds_the_best_point_that_stopping_loses(t
     assert len(promoted_epochs) == len(set(promoted_epochs)) == 27
     assert len(stopped_epochs) == 17 and EPOCHS * len(ORDER) == 81  # no pruning: 81 for 0.95
     assert not promoted.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    table = trials_table(promoted)  # trials.csv: a point's segments as one line of work
+    best = table[table["point"] == point_of(promoted.best_trial)]
+    assert list(best["segment"]) == [0, 1] and list(best["state"]) == ["PRUNED", "COMPLETE"]
 
 
-@pytest.mark.slow  # a real sweep of 8 tiny trials with promotions: about a minute; CI runs it
+@pytest.mark.slow  # a real sweep of 6 tiny trials with promotions: about 20 s; CI runs it
 def test_a_real_sweeps_promoted_trial_goes_on_from_its_checkpoint(tmp_path: Path):
+    """Six fixed points on the tiny set (paused at a rung, then in the top half of it once the
+    others have reported): each promoted trial goes on from its checkpoint."""
+    lrs = LRS
+    points = ", ".join(f"{{optimizer.lr: {lr}}}" for lr in lrs)
     args = (
         "model=tiny_cnn",
         "model.channels=[8]",
         "model.hidden=16",
         "sweeper=random",
+        "optimizer.lr=tag(log, interval(1e-6, 0.1))",
+        f"hydra.sweeper.enqueue=[{points}]",
         "pruner=asha_promote",
         "hydra.sweeper.pruner.reduction_factor=2",
-        "hydra.sweeper.n_trials=8",
+        f"hydra.sweeper.n_trials={len(lrs)}",
         "trainer.max_epochs=4",
     )
     sweep(tmp_path, *args)
     s = study(tmp_path)
-    assert (
-        len({point_of(t) for t in s.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))})
-        == 8
-    )
+    configs = {point_of(t) for t in s.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))}
+    assert len(configs) == len(lrs)
     promotions = [t for t in s.trials if PROMOTED_FROM in t.user_attrs]
-    assert promotions, "no paused trial earned a promotion"
-    for t in promotions:
-        source = s.trials[t.user_attrs[PROMOTED_FROM]]
-        log = (Path(t.user_attrs[RUN_DIR]) / "__main__.log").read_text()
-        assert f"going on from epoch {source.user_attrs[PAUSED]}, where the pruner paused it" in log
-        if t.state == TrialState.COMPLETE:
-            metrics = json.loads((Path(t.user_attrs[RUN_DIR]) / "metrics.json").read_text())
-            assert metrics["epochs"] == 4
+    assert promotions, "no paused trial earned its place (the tiny set's curves changed?)"
+    for t in promotions:  # each went on from the epoch its trial was paused at
+        paused = s.trials[t.user_attrs[PROMOTED_FROM]]
+        [log] = [p.read_text() for p in Path(t.user_attrs[RUN_DIR]).glob("*.log")]
+        epochs = paused.user_attrs[PAUSED]
+        assert f"going on from epoch {epochs}, where the pruner paused it" in log
+        assert t.params == paused.params and t.last_step >= epochs  # and trained on
+    assert not s.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+@pytest.mark.slow  # a real sweep killed while a promoted trial trains, then rerun: CI runs it
+def test_a_sweep_killed_during_a_promotion_goes_on_where_it_stopped(tmp_path: Path):
+    args = (
+        "model=tiny_cnn",
+        "model.channels=[8]",
+        "model.hidden=16",
+        "sweeper=random",
+        "optimizer.lr=tag(log, interval(1e-6, 0.1))",
+        f"hydra.sweeper.enqueue=[{', '.join(f'{{optimizer.lr: {lr}}}' for lr in LRS)}]",
+        "pruner=asha_promote",
+        "hydra.sweeper.pruner.reduction_factor=2",
+        f"hydra.sweeper.n_trials={len(LRS)}",
+        "trainer.max_epochs=8",
+    )
+    proc = subprocess.Popen(sweep_cmd(tmp_path, *args), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    deadline = time.time() + 300
+    while True:
+        assert proc.poll() is None and time.time() < deadline, "no promotion ran"
+        time.sleep(0.1)
+        try:
+            s = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
+            running = s.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        except (IndexError, KeyError, optuna.exceptions.StorageInternalError):
+            continue
+        if any(PROMOTED_FROM in t.user_attrs for t in running):
+            break
+    proc.kill()  # as a crash would: no trial told
+    proc.wait()
+    sweep(tmp_path, *args)  # the same command, typed again
+    s = study(tmp_path)
+    configs = {point_of(t) for t in s.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))}
+    assert len(configs) == len(LRS)  # no configuration lost, none added
+    killed = [t for t in s.trials if classify(t) == WORKER_DIED]
+    assert len(killed) == 1 and PROMOTED_FROM in killed[0].user_attrs
+    [retry] = [t for t in s.trials if t.user_attrs.get(RETRY_OF) == killed[0].number]
+    assert point_of(retry) == point_of(killed[0]) and retry.state != TrialState.WAITING
     assert not s.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
