@@ -24,7 +24,6 @@ from cifar_sweep.sweep import optuna_private as private
 from cifar_sweep.sweep.asha import ASHAPruner
 from cifar_sweep.sweep.contract import (
     CHARGED,
-    COMPLETE,
     FAIL_REASON,
     FINISHED,
     IMPORTED,
@@ -32,9 +31,7 @@ from cifar_sweep.sweep.contract import (
     JOB_BEATS,
     LIVE,
     NOT_RUN,
-    PAUSED,
     PROMOTED_FROM,
-    PRUNED,
     RESUME,
     RETRY_OF,
     RUN_DIR,
@@ -229,29 +226,10 @@ class WorkerLoop:
                 private.set_intermediate(self.study, trial, step, value)
 
     def _progress(self, trial) -> None:
-        """One line per trial: trial 7 (8/50)  complete  val/acc_best=0.83  best=0.86  pruned=3;
-        a failed one in one form, whatever failed it: trial 3 (4/20)  fail  diverged: ..."""
-        study = self.study
-        frozen = private.frozen(study, trial)
-        n = states(study)
-        line = f"{self.label}trial {trial.number} ({n[COMPLETE] + n[PRUNED]}/"
-        line += f"{self.n_trials})  {frozen.state.name.lower()}"
-        if frozen.state == TrialState.FAIL:
-            reason = frozen.user_attrs.get(
-                FAIL_REASON, "failed by another process (its stale check)"
-            )
-            log.warning("%s  %s", line, reason)
-            return
-        if PAUSED in frozen.user_attrs:
-            line += f" (paused at epoch {frozen.user_attrs[PAUSED]}, kept to go on)"
-        values = frozen.values or (
-            [frozen.intermediate_values[frozen.last_step]] if frozen.last_step is not None else []
+        failed, line = outcome.progress_line(
+            self.study, trial, label=self.label, n_trials=self.n_trials, names=self.names
         )
-        line += "".join(f"  {k}={v:.4g}" for k, v in zip(self.names, values, strict=False))
-        if len(study.directions) == 1 and n[COMPLETE]:
-            line += f"  best={study.best_value:.4g}"
-        line += f"  pruned={n[PRUNED]}  failed={sum(n[k] for k in CHARGED)}"
-        log.info(line)
+        log.log(logging.WARNING if failed else logging.INFO, line)
 
     @contextmanager
     def _heartbeat(self, trials: list):
