@@ -9,7 +9,8 @@ the run's config as written (`auto` undecided, so a retry on another kind of dev
 run), so a resumed run with a different config is refused instead of silently mixing two.
 Once training has ended (its last epoch, or a stop: early stopping, the pruner), last.ckpt is
 written once more with the fit's metrics, epochs and best checkpoint: a resume of that run trains
-nothing and goes straight to testing, as a run killed while testing needs.
+nothing and goes straight to testing, as a run killed while testing needs; one the pruner
+stopped goes on with its remaining epochs (an ASHA promotion).
 """
 
 import contextlib
@@ -88,6 +89,9 @@ def record(trainer) -> dict:
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
         "epochs": trainer.current_epoch,
         "best": trainer.checkpoint_callback.best_model_path,
+        # stopped by the sweep's pruner (sweep/pruning.py), not by its own recipe: an ASHA
+        # promotion, or a resume, goes on with its remaining epochs
+        "pruned": any(getattr(c, "pruned_epoch", None) is not None for c in trainer.callbacks),
     }
 
 
@@ -238,6 +242,8 @@ def start(cfg: DictConfig) -> Start:
 def _going_on(saved: dict, path: Path, *, max_epochs: int) -> tuple[Start, str]:
     """Where a readable checkpoint goes on from, and how to say it."""
     ended = saved.get(ENDED)
+    if ended and ended.get("pruned"):
+        return Start(path), f"going on from epoch {ended['epochs']}, where the pruner paused it"
     if ended:
         said = f"its training had ended after {ended['epochs']} epochs; nothing to train again"
         best = str(path.parent / ended["best"]) if ended["best"] else ""
