@@ -69,6 +69,7 @@ def test_several_loggers_at_once_each_log_every_epoch(tmp_path: Path):
     assert [int(r["epoch"]) for r in rows] == [0, 1]
 
 
+@pytest.mark.slow  # a real MLflow server (CI starts one; else this session starts it, about 8 s)
 def test_a_single_run_lands_in_mlflow_with_its_config_metrics_and_report(
     tmp_path: Path, mlflow_server: str
 ):
@@ -97,6 +98,7 @@ def test_a_single_run_lands_in_mlflow_with_its_config_metrics_and_report(
     assert ".hydra/config.yaml" in hydra_files
 
 
+@pytest.mark.slow  # a real MLflow server and a sweep
 def test_a_multi_objective_study_in_mlflow_tags_its_pareto_front(
     tmp_path: Path, mlflow_server: str
 ):
