@@ -15,7 +15,13 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from cifar_sweep.errors import did_you_mean
-from cifar_sweep.sweep.contract import OBJECTIVE, WARM_START, classify, objective_names
+from cifar_sweep.sweep.contract import (
+    OBJECTIVE,
+    WARM_START,
+    classify,
+    objective_names,
+    point_of,
+)
 from cifar_sweep.sweep.plots import draw
 
 
@@ -32,6 +38,9 @@ def table(study: optuna.Study) -> str:
         + "  ".join(f"{k}={v}" for k, v in states.items() if v),
         f"wall time {wall:.1f} s",
     ]
+    points = len({point_of(t) for t in trials})
+    if points < len(trials):  # retries and promotions: segments of points run before
+        lines.insert(1, f"{points} configurations; their retries and promotions are segments")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
         lines.append("no completed trial yet")
@@ -96,9 +105,19 @@ def write(study: optuna.Study, out_dir, *, plots: bool) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     print(table(study), flush=True)
     OmegaConf.save(OmegaConf.create(results(study)), out / "optimization_results.yaml")
-    study.trials_dataframe().to_csv(out / "trials.csv", index=False)
+    trials_table(study).to_csv(out / "trials.csv", index=False)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return draw(study, out, names) if plots and complete else []  # no empty plots
+
+
+def trials_table(study: optuna.Study):
+    """Optuna's trials table, with each trial's point (the configuration it runs: its retries
+    and ASHA's promotions are segments of one point) and its segment's rank in that point."""
+    df = study.trials_dataframe()
+    points = [point_of(t) for t in study.get_trials(deepcopy=False)]
+    df.insert(1, "point", points)
+    df.insert(2, "segment", [points[: i + 1].count(p) - 1 for i, p in enumerate(points)])
+    return df
 
 
 def announce(study: optuna.Study, out_dir, files: list[Path], *, what: str) -> None:

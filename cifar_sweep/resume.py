@@ -9,7 +9,8 @@ the run's config as written (`auto` undecided, so a retry on another kind of dev
 run), so a resumed run with a different config is refused instead of silently mixing two.
 Once training has ended (its last epoch, or a stop: early stopping, the pruner), last.ckpt is
 written once more with the fit's metrics, epochs and best checkpoint: a resume of that run trains
-nothing and goes straight to testing, as a run killed while testing needs.
+nothing and goes straight to testing, as a run killed while testing needs; one the pruner
+stopped goes on with its remaining epochs (an ASHA promotion).
 """
 
 import contextlib
@@ -31,8 +32,9 @@ LAST = Path("checkpoints") / "last.ckpt"
 PREVIOUS = LAST.with_name("previous.ckpt")  # the epoch before: read where last.ckpt is not
 CONFIG = "cifar_sweep/config"  # the run's config, as a key of the checkpoint
 ENDED = "cifar_sweep/ended"  # once training has ended: the fit's metrics, epochs, best checkpoint
-# keys that may change between a run and its resumption: where it is, and what to call it
-FREE_KEYS = {"resume", "trial", "hydra"}
+# keys that may change between a run and its resumption: where it is, what to call it, where
+# it is logged
+FREE_KEYS = {"resume", "trial", "hydra", "logger"}
 
 
 class AtomicCheckpoint(ModelCheckpoint):
@@ -87,6 +89,9 @@ def record(trainer) -> dict:
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
         "epochs": trainer.current_epoch,
         "best": trainer.checkpoint_callback.best_model_path,
+        # stopped by the sweep's pruner (sweep/pruning.py), not by its own recipe: an ASHA
+        # promotion, or a resume, goes on with its remaining epochs
+        "pruned": any(getattr(c, "pruned_epoch", None) is not None for c in trainer.callbacks),
     }
 
 
@@ -237,6 +242,8 @@ def start(cfg: DictConfig) -> Start:
 def _going_on(saved: dict, path: Path, *, max_epochs: int) -> tuple[Start, str]:
     """Where a readable checkpoint goes on from, and how to say it."""
     ended = saved.get(ENDED)
+    if ended and ended.get("pruned"):
+        return Start(path), f"going on from epoch {ended['epochs']}, where the pruner paused it"
     if ended:
         said = f"its training had ended after {ended['epochs']} epochs; nothing to train again"
         best = str(path.parent / ended["best"]) if ended["best"] else ""

@@ -29,7 +29,12 @@ OBJECTIVE = PREFIX + "objective"  # study attribute: the metric name(s) the valu
 JOB_BEATS = PREFIX + "job_beats"  # system attribute: the job beats the heartbeat from now on
 RUN_DIR = PREFIX + "run_dir"  # the trial's job folder (absolute), where it keeps last.ckpt
 RESUME = PREFIX + "resume"  # on a queued retry: the job folder whose last.ckpt it goes on from
+POINT = PREFIX + "point"  # on a retry or promotion: the number of its point's first trial
+PAUSED = PREFIX + "paused"  # on a trial ASHA paused (pruner.promote): the epochs of its rung
+PROMOTED_FROM = PREFIX + "promoted_from"  # on a promotion: the paused trial it goes on from
 WORKER = PREFIX + "worker:"  # study system attribute per sweep process: its owner record, or None
+MLFLOW_RUN = PREFIX + "mlflow_run"  # the trial's MLflow run id (a retry's is its first attempt's)
+MLFLOW_STUDY_RUN = PREFIX + "mlflow_study_run"  # study attribute: the study's own MLflow run id
 
 # Failure kinds. Only the CHARGED ones are the trial's fault and spend the failure budget.
 DIVERGED, ERROR = "diverged", "error"
@@ -54,6 +59,12 @@ def classify(trial: optuna.trial.FrozenTrial) -> str:
         # Optuna's stale-trial check fails a trial without a word; every other path names it
         return trial.user_attrs.get(FAIL_KIND, WORKER_DIED)
     return trial.state.name.lower()
+
+
+def point_of(trial: optuna.trial.FrozenTrial) -> int:
+    """The configuration a trial runs, as the number of its first trial: its retries and
+    promotions are segments of it."""
+    return trial.user_attrs.get(POINT, trial.number)
 
 
 def states(study: optuna.Study) -> Counter:

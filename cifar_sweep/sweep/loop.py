@@ -19,11 +19,11 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from cifar_sweep.errors import UserError
+from cifar_sweep.sweep import asha, outcome, ownership, recovery
 from cifar_sweep.sweep import optuna_private as private
-from cifar_sweep.sweep import outcome, ownership, recovery
+from cifar_sweep.sweep.asha import ASHAPruner
 from cifar_sweep.sweep.contract import (
     CHARGED,
-    COMPLETE,
     FAIL_REASON,
     FINISHED,
     IMPORTED,
@@ -31,7 +31,7 @@ from cifar_sweep.sweep.contract import (
     JOB_BEATS,
     LIVE,
     NOT_RUN,
-    PRUNED,
+    PROMOTED_FROM,
     RESUME,
     RETRY_OF,
     RUN_DIR,
@@ -42,6 +42,7 @@ from cifar_sweep.sweep.contract import (
     fail,
     job_batches,
     job_dir,
+    point_of,
     states,
     trial_overrides,
 )
@@ -73,6 +74,7 @@ class WorkerLoop:
         device: str = "auto",
         label: str = "",
         sweep_dir: str | None = None,
+        runs=None,
     ):
         self.study, self.n_trials, self.n_jobs, self.grid = study, n_trials, n_jobs, grid
         self.failure_budget, self.names, self.heartbeat_s = failure_budget, names, heartbeat_s
@@ -81,6 +83,7 @@ class WorkerLoop:
         self.grace_s, self.max_retry, self.worker, self.device = grace_s, max_retry, worker, device
         self.label = label  # "worker 2: " before each progress line, when there are workers
         self.sweep_dir = sweep_dir  # job folders are recorded on their trials (for resuming)
+        self.runs = runs  # the study's MLflow runs (trackers.mlflow_study), when logged there
         self.terminated = self.in_trial = False
         self.signal: int | None = None  # the stop signal received, if any
 
@@ -124,6 +127,8 @@ class WorkerLoop:
             if self.grid and study.sampler.is_exhausted(study) and not n[WAITING]:
                 return  # a failed point counts as visited: its queued retry still runs
             todo = min(self.n_jobs, self.n_trials - finished - running)
+            if isinstance(study.pruner, ASHAPruner) and study.pruner.promote:
+                todo = self._promote_or_count(study)
             if todo <= 0:
                 if running:
                     elsewhere = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -161,6 +166,8 @@ class WorkerLoop:
             [*o, *trial_overrides(name, t)]
             for o, t in zip(self.overrides(trials), trials, strict=True)
         ]
+        for t in trials if self.runs is not None else []:  # after overrides: params drawn
+            self.runs.start(t)
         try:
             self.in_trial = True
             with self._heartbeat(trials):
@@ -175,7 +182,7 @@ class WorkerLoop:
                 except (UpdateFinishedTrialError, ValueError):
                     continue
                 recovery.requeue(self.study, frozen, max_retry=None)
-                self._progress(t)
+                self._ended(t)
             if self.signal == signal.SIGINT:  # Lightning turned Ctrl-C into sys.exit(1)
                 raise KeyboardInterrupt from None
             raise
@@ -183,7 +190,7 @@ class WorkerLoop:
             self.in_trial = False
         for trial, ret in zip(trials, returns, strict=True):
             outcome.tell(self.study, trial, ret)
-            self._progress(trial)
+            self._ended(trial)
             frozen = private.frozen(self.study, trial)
             if classify(frozen) == SHARED:  # the disk, not the point: its point runs next time
                 recovery.requeue(self.study, frozen, max_retry=None)
@@ -197,39 +204,42 @@ class WorkerLoop:
                     f"changes: {frozen.user_attrs[FAIL_REASON]}"
                 )
 
+    def _promote_or_count(self, study: optuna.Study) -> int:
+        """With ASHA's promotions (pruner.promote): the trials to ask for now. A paused trial
+        that has earned it goes on first (queued, so ask() takes it); else new points until the
+        study holds n_trials configurations, its points' segments counted once."""
+        paused = study.pruner.promotion(study)
+        if paused is not None and asha.queue(study, paused, paused.user_attrs[RUN_DIR]):
+            return 1
+        if any(
+            PROMOTED_FROM in t.user_attrs for t in study.get_trials(states=(TrialState.WAITING,))
+        ):
+            return 1  # queued by another worker a moment ago
+        return min(self.n_jobs, self.n_trials - asha.points(study, LIVE))
+
     def _prepare(self, trial) -> None:
-        """Record the trial's job folder; a retry that goes on from an earlier run's last epoch
-        gets that run's reported values, so the pruner sees the whole curve."""
+        """Record the trial's job folder; a retry or promotion that goes on from an earlier
+        run's last epoch gets that run's reported values, so the pruner sees the whole curve."""
         if self.sweep_dir is not None:
             folder = str(job_dir(self.sweep_dir, trial.number))
             private.set_user_attr(self.study, trial, RUN_DIR, folder)
-        if trial.user_attrs.get(RESUME) and trial.user_attrs.get(RETRY_OF) is not None:
-            earlier = self.study.get_trials(deepcopy=False)[trial.user_attrs[RETRY_OF]]
+        source = trial.user_attrs.get(RETRY_OF, trial.user_attrs.get(PROMOTED_FROM))
+        if trial.user_attrs.get(RESUME) and source is not None:
+            earlier = self.study.get_trials(deepcopy=False)[source]
             for step, value in sorted(earlier.intermediate_values.items()):
                 private.set_intermediate(self.study, trial, step, value)
 
+    def _ended(self, trial) -> None:
+        """A trial has ended: its progress line, and its run's end when it is tracked."""
+        self._progress(trial)
+        if self.runs is not None:
+            self.runs.end(private.frozen(self.study, trial))
+
     def _progress(self, trial) -> None:
-        """One line per trial: trial 7 (8/50)  complete  val/acc_best=0.83  best=0.86  pruned=3;
-        a failed one in one form, whatever failed it: trial 3 (4/20)  fail  diverged: ..."""
-        study = self.study
-        frozen = private.frozen(study, trial)
-        n = states(study)
-        line = f"{self.label}trial {trial.number} ({n[COMPLETE] + n[PRUNED]}/"
-        line += f"{self.n_trials})  {frozen.state.name.lower()}"
-        if frozen.state == TrialState.FAIL:
-            reason = frozen.user_attrs.get(
-                FAIL_REASON, "failed by another process (its stale check)"
-            )
-            log.warning("%s  %s", line, reason)
-            return
-        values = frozen.values or (
-            [frozen.intermediate_values[frozen.last_step]] if frozen.last_step is not None else []
+        failed, line = outcome.progress_line(
+            self.study, trial, label=self.label, n_trials=self.n_trials, names=self.names
         )
-        line += "".join(f"  {k}={v:.4g}" for k, v in zip(self.names, values, strict=False))
-        if len(study.directions) == 1 and n[COMPLETE]:
-            line += f"  best={study.best_value:.4g}"
-        line += f"  pruned={n[PRUNED]}  failed={sum(n[k] for k in CHARGED)}"
-        log.info(line)
+        log.log(logging.WARNING if failed else logging.INFO, line)
 
     @contextmanager
     def _heartbeat(self, trials: list):
@@ -270,11 +280,14 @@ def _ran(t: optuna.trial.FrozenTrial) -> bool:
 
 def drop_surplus(study: optuna.Study, trials: Sequence, n_trials: int) -> list:
     """Trials that workers asked for at the same moment can overshoot n_trials: the one with the
-    higher number (numbers are given out by the storage, atomically) steps back."""
-    live = [t.number for t in study.get_trials(deepcopy=False) if classify(t) in LIVE]
+    higher number (numbers are given out by the storage, atomically) steps back. A segment of a
+    point the study holds already (an ASHA promotion) is never surplus."""
+    live = [t for t in study.get_trials(deepcopy=False) if classify(t) in LIVE]
     keep = []
     for t in trials:
-        if sum(n < t.number for n in live) >= n_trials:
+        before = {point_of(x) for x in live if x.number < t.number}
+        frozen = private.frozen(study, t)
+        if point_of(frozen) not in before and len(before) >= n_trials:
             fail(study, t, NOT_RUN, SURPLUS)
         else:
             keep.append(t)

@@ -1,5 +1,6 @@
 """A job's outcome, told to the study: COMPLETE, PRUNED, or FAIL with its kind and reason; a
-result that arrives after another process failed the trial; what the failures share.
+result that arrives after another process failed the trial; what the failures share; the
+progress line that says it.
 """
 
 import logging
@@ -16,15 +17,19 @@ from cifar_sweep.errors import SharedCauseError, UserError
 from cifar_sweep.sweep import optuna_private as private
 from cifar_sweep.sweep.contract import (
     CHARGED,
+    COMPLETE,
     DIVERGED,
     ERROR,
     FAIL_KIND,
     FAIL_REASON,
     NOT_RUN,
+    PAUSED,
+    PRUNED,
     RETRY_OF,
     SHARED,
     classify,
     fail,
+    states,
 )
 from cifar_sweep.sweep.recovery import take
 
@@ -133,3 +138,24 @@ def settle_late(study: optuna.Study, trial, state: TrialState, values) -> None:
     )
     study.add_trial(added)
     log.warning("trial %d finished after it was failed elsewhere: its result kept", number)
+
+
+def progress_line(study, trial, *, label: str, n_trials: int, names: list[str]) -> tuple[bool, str]:
+    """(failed, one line per trial): trial 7 (8/50)  complete  val/acc_best=0.83  best=0.86
+    pruned=3; a failed one in one form, whatever failed it: trial 3 (4/20)  fail  diverged: ..."""
+    frozen = private.frozen(study, trial)
+    n = states(study)
+    line = f"{label}trial {trial.number} ({n[COMPLETE] + n[PRUNED]}/{n_trials})  "
+    line += frozen.state.name.lower()
+    if frozen.state == TrialState.FAIL:
+        reason = frozen.user_attrs.get(FAIL_REASON, "failed by another process's stale check")
+        return True, f"{line}  {reason}"
+    if PAUSED in frozen.user_attrs:
+        line += f" (paused at epoch {frozen.user_attrs[PAUSED]}, kept to go on)"
+    values = frozen.values or (
+        [frozen.intermediate_values[frozen.last_step]] if frozen.last_step is not None else []
+    )
+    line += "".join(f"  {k}={v:.4g}" for k, v in zip(names, values, strict=False))
+    if len(study.directions) == 1 and n[COMPLETE]:
+        line += f"  best={study.best_value:.4g}"
+    return False, line + f"  pruned={n[PRUNED]}  failed={sum(n[k] for k in CHARGED)}"

@@ -26,12 +26,14 @@ from cifar_sweep.sweep.contract import (
     FAIL_REASON,
     NOT_RUN,
     OWNER,
+    POINT,
     PREFIX,
     RESUME,
     RETRIES,
     RETRY_OF,
     RUN_DIR,
     WORKER_DIED,
+    point_of,
 )
 from cifar_sweep.sweep.ownership import gone, other_workers
 
@@ -88,45 +90,54 @@ def requeue(study: optuna.Study, t: optuna.trial.FrozenTrial, *, max_retry: int 
     if max_retry is not None and retries > max_retry:
         log.warning("trial %d: its point was retried %d times; not again", t.number, max_retry)
         return False
-    if retry_of(study, t.number) is not None:
-        return False  # another process queued it first
-    attrs = {RETRY_OF: t.number, RETRIES: retries}
     folder = t.user_attrs.get(RUN_DIR)  # the retry goes on from the last epoch it finished...
-    if folder and any((Path(folder) / "checkpoints").glob("*.ckpt")):
-        attrs[RESUME] = folder
-    elif t.user_attrs.get(RESUME):  # ...or, stopped before its first epoch, from its own's
-        attrs[RESUME] = t.user_attrs[RESUME]
+    if not (folder and any((Path(folder) / "checkpoints").glob("*.ckpt"))):
+        folder = t.user_attrs.get(RESUME)  # ...or, stopped before its first epoch, its own's
+    attrs = {RETRY_OF: t.number, RETRIES: retries, POINT: point_of(t)}
+    return queue_once(study, t, attrs, key=RETRY_OF, resume=folder)
+
+
+def queue_once(study: optuna.Study, t, attrs: dict, *, key: str, resume: str | None) -> bool:
+    """Queue `t`'s point again with `attrs` (`key` naming `t`: a retry's RETRY_OF, a
+    promotion's PROMOTED_FROM), going on from the folder `resume`; once: False when another
+    process queued it first, and of two queued at the same moment the later steps back."""
+    if queued(study, key, t.number) is not None:
+        return False
     # The sampler's own records go with the point, as in Optuna's RetryFailedTrialCallback (a
-    # GridSampler reads the `grid_id` of every trial it is told about); ours stay behind: a
-    # retry's job has not started beating its heartbeat yet.
+    # GridSampler reads the `grid_id` of every trial it is told about); ours stay behind: the
+    # new trial's job has not started beating its heartbeat yet.
     system_attrs = {k: v for k, v in t.system_attrs.items() if not k.startswith(PREFIX)}
     study.add_trial(
         optuna.trial.create_trial(
             state=TrialState.WAITING,
-            user_attrs=attrs,
+            user_attrs={**attrs, **({RESUME: resume} if resume else {})},
             system_attrs={**system_attrs, "fixed_params": t.params},
         )
     )
-    _withdraw_duplicates(study, t.number)
+    _withdraw_duplicates(study, key, t.number)
     return True
+
+
+def queued(study: optuna.Study, key: str, number: int) -> optuna.trial.FrozenTrial | None:
+    """The first trial queued with `key` = `number` (a retry of trial `number`), if any."""
+    found = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(key) == number]
+    return min(found, key=lambda t: t.number) if found else None
 
 
 def retry_of(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial | None:
     """The first trial queued to retry trial `number`, if any."""
-    retries = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(RETRY_OF) == number]
-    return min(retries, key=lambda t: t.number) if retries else None
+    return queued(study, RETRY_OF, number)
 
 
-def _withdraw_duplicates(study: optuna.Study, number: int) -> None:
-    """Two processes that queued the same point at the same moment: the later retry steps back
+def _withdraw_duplicates(study: optuna.Study, key: str, number: int) -> None:
+    """Two processes that queued the same point at the same moment: the later one steps back
     (each process agrees which: the higher number), unless a worker has taken it already."""
-    first = retry_of(study, number)
+    first = queued(study, key, number)
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if t.user_attrs.get(RETRY_OF) == number and t.number != first.number and take(study, t):
+        if t.user_attrs.get(key) == number and t.number != first.number and take(study, t):
+            why = f"not run: trial {first.number} runs the same point"
             private.set_user_attr(study, t, FAIL_KIND, NOT_RUN)
-            private.set_user_attr(
-                study, t, FAIL_REASON, f"not run: trial {first.number} retries it"
-            )
+            private.set_user_attr(study, t, FAIL_REASON, why)
             private.set_state(study, t, TrialState.FAIL)
 
 

@@ -1,4 +1,5 @@
-"""The workers' timeline: one row per worker, one bar per trial, coloured by state.
+"""The workers' timeline: one row per worker, one bar per trial, coloured by state; where
+points ran in segments (retries, ASHA's promotions), each bar names its point.
 
 Hand-written: Optuna's plot_timeline gives each trial its own row, which hides idle workers.
 """
@@ -10,7 +11,7 @@ import optuna
 from matplotlib.patches import Patch
 from optuna.trial import TrialState
 
-from cifar_sweep.sweep.contract import IMPORTED, OWNER, classify
+from cifar_sweep.sweep.contract import IMPORTED, OWNER, classify, point_of
 
 COLOURS = {
     TrialState.COMPLETE: "tab:blue",
@@ -39,12 +40,16 @@ def plot(study: optuna.Study):
     hosts = len({_host(t) for t in trials})
     rows = sorted({_row(t, hosts) for t in trials})
     t0 = min(t.datetime_start for t in trials)
+    segments = len({point_of(t) for t in trials}) < len(trials)
     fig, ax = plt.subplots(figsize=(8, 1.5 + 0.4 * len(rows)))
     for t in trials:
         start = (t.datetime_start - t0).total_seconds()
         end = ((t.datetime_complete or datetime.now()) - t0).total_seconds()
         colour = COLOURS.get(t.state, "tab:gray")
-        ax.barh(rows.index(_row(t, hosts)), end - start, left=start, color=colour, edgecolor="k")
+        row = rows.index(_row(t, hosts))
+        ax.barh(row, end - start, left=start, color=colour, edgecolor="k")
+        if segments:  # a point's segments (retries, promotions) carry its number
+            ax.text(start, row, f" {point_of(t)}", va="center", fontsize=7)
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel("seconds since the first trial started")
     ax.set_title(f"{study.study_name}: trials per worker")
