@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     out, path, readme_file = where(args)
     p = problem.load(smoke=args.smoke, seeds=args.seeds, data=args.data.absolute(), out=out)
     found = results.load(path) | {"machine": machine.cpu_description(), "problem": p.describe()}
-    todo = [(a, s) for a in named for s in p.seeds if not results.done(found, a, s)]
+    # seed by seed, every arm: a benchmark stopped early still compares the arms on whole seeds
+    todo = [(a, s) for s in p.seeds for a in named if not results.done(found, a, s)]
     print(f"peers on {found['machine']}: {len(todo)} studies to run; {p.describe()}", flush=True)
     if todo:
         warm(p)

@@ -23,10 +23,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from cifar_sweep.sweep import contract
-
-# a retry's or promotion's point: the trial it goes on from (older contracts: every trial its own)
-point_of = getattr(contract, "point_of", lambda t: t.number)
+from cifar_sweep.sweep.contract import point_of
 
 
 def trial(
