@@ -45,7 +45,7 @@ def test_mixed_precision_training_learns(precision: str, variant: str, tmp_path:
 
 def test_device_augmentation_is_reproducible_per_seed_on_cuda():
     from cifar_sweep.data.augment import build_augment
-    from cifar_sweep.data.datamodule import DeviceBatches
+    from cifar_sweep.data.batches import DeviceBatches
 
     x = torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8, device="cuda")
     y = torch.arange(300, device="cuda")

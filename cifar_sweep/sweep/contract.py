@@ -34,6 +34,12 @@ PAUSED = PREFIX + "paused"  # on a trial ASHA paused (pruner.promote): the epoch
 PROMOTED_FROM = PREFIX + "promoted_from"  # on a promotion: the paused trial it goes on from
 WORKER = PREFIX + "worker:"  # study system attribute per sweep process: its owner record, or None
 
+# A trial on several devices runs as processes of their own (ranks.py starts them,
+# trial_process.py is their side): rank 0 leaves its outcome in the job folder, and each rank
+# dies with the sweep process whose pid this environment variable gives.
+OUTCOME = "trial_outcome.json"
+SWEEP_PID = "CIFAR_SWEEP_TRIAL_OF"
+
 # Failure kinds. Only the CHARGED ones are the trial's fault and spend the failure budget.
 DIVERGED, ERROR = "diverged", "error"
 CHARGED = (DIVERGED, ERROR)
