@@ -18,6 +18,7 @@ study and no checkpoint to go on from.
 """
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -35,6 +36,7 @@ from cifar_sweep.sweep.outcome import RankDied
 from cifar_sweep.sweep.trial_process import job_return
 from cifar_sweep.sweep.workers import OWN_KEYS
 
+log = logging.getLogger(__name__)
 POLL_S = 0.1  # between looks at the ranks: how soon a death is seen
 ENDING_S = 10  # after rank 0 ended, or another rank failed: the others' time to end by themselves
 STOP_S = 5  # after SIGTERM (Ctrl-C, scancel): the ranks' time to end before SIGKILL
@@ -97,8 +99,9 @@ def start(procs: list[subprocess.Popen], command: list[str], *, ranks: int) -> N
 
 def watch(procs: list[subprocess.Popen], folder: Path) -> JobReturn:
     """Wait for the ranks. A rank killed by a signal fails the trial as worker_died at once;
-    otherwise rank 0's outcome, once it has ended (or a failed rank's exit, if it leaves none)."""
-    failed, deadline = None, None
+    otherwise rank 0's outcome once every rank has ended (or a failed rank's exit, if it leaves
+    none). Ranks still running ENDING_S after the first to end are killed, which is said."""
+    first, deadline = None, None  # the first rank to end (with its code), and when to insist
     while True:
         codes = [p.poll() for p in procs]
         killed = [(r, -c) for r, c in enumerate(codes) if c is not None and c < 0]
@@ -106,25 +109,27 @@ def watch(procs: list[subprocess.Popen], folder: Path) -> JobReturn:
             r, signum = killed[0]
             stop(procs)
             name = signal.Signals(signum).name if signum in signal.valid_signals() else signum
-            return JobReturn(
-                status=JobStatus.FAILED,
-                _return_value=RankDied(f"rank {r} of {len(procs)} was killed ({name})"),
-            )
-        if failed is None:
-            failed = next(((r, c) for r, c in enumerate(codes) if c), None)
-        if deadline is None and (codes[0] is not None or failed):
-            deadline = time.monotonic() + ENDING_S  # the others end by themselves, or are killed
-        if deadline is not None and (
-            all(c is not None for c in codes) or time.monotonic() > deadline
-        ):
+            died = RankDied(f"rank {r} of {len(procs)} was killed ({name})")
+            return JobReturn(status=JobStatus.FAILED, _return_value=died)
+        ended = [(r, c) for r, c in enumerate(codes) if c is not None]
+        if first is None and ended and (codes[0] is not None or any(c for _, c in ended)):
+            first = next((rc for rc in ended if rc[1]), ended[0])  # a failed rank, else rank 0
+            deadline = time.monotonic() + ENDING_S
+        if len(ended) == len(procs) or (deadline and time.monotonic() > deadline):
+            late = [r for r, c in enumerate(codes) if c is None]
+            if late:
+                log.warning(
+                    "%s: rank(s) %s still ran %d s after rank %d ended; killed",
+                    folder, late, ENDING_S, first[0],
+                )  # fmt: skip
             stop(procs)
-            return job_return(folder) or _without_outcome(failed, folder)
+            return job_return(folder) or _without_outcome(first, folder)
         time.sleep(POLL_S)
 
 
-def _without_outcome(failed: tuple[int, int] | None, folder: Path) -> JobReturn:
-    """A job whose rank 0 left no outcome: an error, named by the first rank that failed."""
-    r, code = failed or (0, 0)
+def _without_outcome(first: tuple[int, int] | None, folder: Path) -> JobReturn:
+    """A job whose rank 0 left no outcome: an error, named by the first rank that ended."""
+    r, code = first or (0, 0)
     log_file = folder / ("__main__.log" if r == 0 else f"train_ddp_process_{r}.log")
     error = UserError(f"rank {r} exited with code {code} before rank 0 said how; see {log_file}")
     return JobReturn(status=JobStatus.FAILED, _return_value=error)
