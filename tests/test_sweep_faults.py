@@ -36,6 +36,15 @@ def test_a_sweep_of_trials_on_two_devices_that_cannot_run_is_refused_in_one_line
     assert not (tmp_path / "studies.db").exists()  # refused before the study was opened
 
 
+def test_a_submitit_launcher_with_two_devices_per_trial_points_to_the_array_script(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]'")
+    args = ("trainer.devices=2", "trainer.accelerator=cpu", "hydra/launcher=submitit_slurm")
+    result = sweep(tmp_path, *args, ok=False)
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: hydra/launcher=submitit_slurm with trainer.devices=2: ")
+    assert "examples/slurm/sweep.sbatch" in line
+
+
 def test_a_worker_device_outside_cuda_visible_devices_is_refused_in_one_line(tmp_path: Path):
     args = ("hydra.sweeper.workers=2", "hydra.sweeper.devices=[0,1]", *TINY_MODEL)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0"}  # one device given; index 1 is not one

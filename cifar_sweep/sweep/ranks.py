@@ -1,20 +1,20 @@
 """A trial on several devices (trainer.devices=k > 1 in a sweep): its k ranks run as processes of
 their own, which the worker starts and watches: the loop's `launch` for such trials.
 
-Lightning's DDP starts ranks 1..k-1 by running the command line again, which under -m would
-start a second sweep. So the worker starts every rank itself, each with the trial's own
-single-run command (its point's overrides, its job folder, its trial; never the sweep's) and the
-environment torchrun gives (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), which
-Lightning takes as ranks started outside it, inside a SLURM job too. The ranks see the worker's
-devices (CUDA_VISIBLE_DEVICES, pinned by workers.py) and share its CPU threads; each runs in a
-session of its own (the terminal's Ctrl-C is the worker's to handle) and dies with the worker
-(trial_process.die_with_sweep). As their parent, the worker sees a rank die the moment it does:
-it kills the others at once (SIGKILL: a rank waiting in a collective reads no gentler signal)
-and the trial fails as worker_died, which the loop queues to go on from its last epoch. Ctrl-C
-or SIGTERM in the worker stops them too (SIGTERM, then SIGKILL). Rank 0 leaves the job's
-outcome in its folder (trial_process.py), told to the study like an in-process job's return.
-Not torchrun's own agent: it restarts a failed group in place, or waits, with no word to the
-study and no checkpoint to go on from.
+Lightning's DDP starts ranks 1..k-1 by running the command line again, which under -m would start a
+second sweep. So the worker starts every rank itself, each with the trial's own single-run command
+(its point's overrides, its job folder, its trial; never the sweep's) and the environment torchrun
+gives (TORCHELASTIC_RUN_ID, RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), which
+Lightning takes as ranks started outside it, before SLURM's variables (with --ntasks=1 it would
+otherwise count one rank, SLURM's). The ranks see the worker's devices (CUDA_VISIBLE_DEVICES,
+pinned by workers.py) and share its CPU threads; each runs in a session of its own (the terminal's
+Ctrl-C is the worker's to handle) and dies with the worker (trial_process.die_with_sweep). As their
+parent, the worker sees a rank die the moment it does: it kills the others at once (SIGKILL: a rank
+waiting in a collective reads no gentler signal) and the trial fails as worker_died, which the loop
+queues to go on from its last epoch. Ctrl-C or SIGTERM in the worker stops them too (SIGTERM, then
+SIGKILL). Rank 0 leaves the job's outcome in its folder (trial_process.py), told to the study like
+an in-process job's return. Not torchrun's own agent: it restarts a failed group in place, or
+waits, with no word to the study and no checkpoint to go on from.
 """
 
 import contextlib
@@ -66,7 +66,7 @@ class Ranks:
         (folder / OUTCOME).unlink(missing_ok=True)
         procs: list[subprocess.Popen] = []
         try:
-            start(procs, command, ranks=self.per_trial)
+            start(procs, command, ranks=self.per_trial, run_id=f"trial-{folder.name}")
             return watch(procs, folder)
         except BaseException:  # Ctrl-C, SIGTERM: the loop records the trial as interrupted
             stop(procs, gently=True)
@@ -75,11 +75,12 @@ class Ranks:
             stop(procs)  # whatever is left of any rank's process group
 
 
-def start(procs: list[subprocess.Popen], command: list[str], *, ranks: int) -> None:
+def start(procs: list[subprocess.Popen], command: list[str], *, ranks: int, run_id: str) -> None:
     """Start the ranks of `command` into `procs`, each in a session of its own."""
     threads = str(max(1, _threads() // ranks))  # the worker's share of the cores, split
     env = {
         **os.environ,
+        "TORCHELASTIC_RUN_ID": run_id,
         "WORLD_SIZE": str(ranks),
         "LOCAL_WORLD_SIZE": str(ranks),
         "GROUP_RANK": "0",

@@ -79,8 +79,9 @@ def devices_per_trial(trainer: DictConfig) -> int:
 
 def _devices_per_trial(cfg: DictConfig) -> None:
     """Trials of k > 1 devices run as processes of their own (sweep/ranks.py), one at a time
-    per worker, whose ranks the sweep starts itself: no batches of them, no strategy that
-    starts its own processes, and worker devices that make whole groups of k."""
+    per worker, whose ranks the worker starts itself: no batches of them, no launcher that
+    would run them elsewhere, no strategy that starts its own processes, and worker devices
+    that make whole groups of k."""
     per_trial = devices_per_trial(cfg.trainer)
     if per_trial == 1:
         return
@@ -92,6 +93,13 @@ def _devices_per_trial(cfg: DictConfig) -> None:
         raise UserError(
             f"hydra.sweeper.n_jobs={n_jobs} with {devices}: a trial on several devices runs "
             f"as processes of its own; run {n_jobs} at once with hydra.sweeper.workers={n_jobs}"
+        )
+    launcher = OmegaConf.select(cfg, "hydra.launcher._target_", default="") or ""
+    if not launcher.endswith(".BasicLauncher"):
+        option = OmegaConf.select(cfg, "hydra.runtime.choices.hydra/launcher", default=launcher)
+        raise UserError(
+            f"hydra/launcher={option} with {devices}: a worker starts each trial's ranks "
+            "itself; under SLURM, submit examples/slurm/sweep.sbatch (one task per group)"
         )
     strategy = str(cfg.trainer.strategy)
     if any(word in strategy for word in ("spawn", "fork", "notebook")):
