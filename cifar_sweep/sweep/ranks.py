@@ -71,8 +71,6 @@ class Ranks:
         except BaseException:  # Ctrl-C, SIGTERM: the loop records the trial as interrupted
             stop(procs, gently=True)
             raise
-        finally:
-            stop(procs)  # whatever is left of any rank's process group
 
 
 def start(procs: list[subprocess.Popen], command: list[str], *, ranks: int, run_id: str) -> None:

@@ -1,13 +1,13 @@
 """Worker processes: the launching process starts N copies of the sweep, each on its devices.
 
 A worker is the same command with `workers=1`, its own index and one device, or one group of
-`trainer.devices=k` devices when each trial trains on k (its trials run as processes of their
-own: ranks.py): it asks the study for its next trial as soon as its last one ends, with no batch
+`trainer.devices=k` devices when each trial trains on k (its trials run as processes of their own:
+ranks.py): it asks the study for its next trial as soon as its last one ends, with no batch
 barrier. Workers take the devices (groups) round-robin (more workers than GPUs share one) and an
-equal share of the CPU cores. The
-launching process waits for them all; Ctrl-C in the terminal reaches every worker (one process
-group), and each records its interrupted trial before it exits. A SIGTERM sent to the launching
-process alone is passed on to the workers, which stop as loop.py says.
+equal share of the CPU cores. The launching process waits for them all; Ctrl-C in the terminal
+reaches every worker (one process group), and each records its interrupted trial before it exits. A
+SIGTERM sent to the launching process alone is passed on to the workers, which stop as loop.py
+says.
 """
 
 import logging
