@@ -48,7 +48,7 @@ sweep:  ## an Optuna study over the default search space
 bench:  ## runner vs bare PyTorch loop throughput (CPU figures with a small model)
 	$(PY) -m benchmarks.throughput
 
-bench-sweep:  ## hyperband vs no pruning on the NAS space; sweeper overhead per trial
+bench-sweep:  ## hyperband vs no pruning on the NAS space; sweeper overhead per trial; what MLflow costs a trial
 	$(PY) -m benchmarks.sweep_pruning
 
 WORKERS ?= 1,2

@@ -57,16 +57,18 @@ def checked_run(cfg: DictConfig, hc, out_dir: Path) -> float | list[float]:
         check_objective(cfg)  # before the slow imports: a bad value fails in a second
         check(cfg)
         # imported here so Lightning's loggers attach after Hydra has configured logging
+        from cifar_sweep.trackers.runs import tracked
         from cifar_sweep.train import objective
 
         trial = sweep_trial(cfg, hc)
         callbacks = pruning_callbacks(cfg, trial)
         single = not job  # a final run gets the evaluation report; trials do not
         beats = heartbeat_callbacks(trial, hc.sweeper)
-        metrics = fit(cfg, out_dir, [*callbacks, *beats], evaluate=single)
-        for callback in callbacks:
-            callback.raise_if_pruned()
-        value = objective(metrics, cfg.objective)
+        with tracked(cfg, trial=trial, out_dir=out_dir) as run_cfg:  # logged into its runs
+            metrics = fit(run_cfg, out_dir, [*callbacks, *beats], evaluate=single)
+            for callback in callbacks:
+                callback.raise_if_pruned()
+            value = objective(metrics, cfg.objective)
         if single:
             log.info(announce(metrics, cfg, out_dir))
         if trial is not None and cfg.repeats > 1:

@@ -109,6 +109,9 @@ def check(cfg: DictConfig) -> None:
 
     build_augment(cfg.dataset.augment)  # an unknown op or parameter, named before the data loads
     _accelerator(cfg.trainer)
+    from cifar_sweep.trackers.tracker_checks import check_trackers
+
+    check_trackers(cfg)
     from cifar_sweep.dry_build import dry_build
 
     dry_build(cfg, forward="trial" not in cfg, listing=listing)  # `trial`: sweep/contract.py's

@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from cifar_sweep.repeats import every_run, pruned, write_summary
+from cifar_sweep.trackers.runs import part
 from cifar_sweep.train import train
 
 
@@ -32,9 +33,10 @@ def cross_validate(
         if cfg.get("resume"):  # each fold goes on from its own folder's last epoch
             fold_cfg = copy.deepcopy(cfg)
             fold_cfg.resume = str(Path(cfg.resume) / f"fold{fold}")
-        runs.append(
-            train(fold_cfg, dirs[-1], fold_callbacks, evaluate=evaluate, test=test, fold=fold)
-        )
+        with part(fold_cfg, f"fold{fold}", dirs[-1]) as fold_cfg:  # its own tracker runs
+            runs.append(
+                train(fold_cfg, dirs[-1], fold_callbacks, evaluate=evaluate, test=test, fold=fold)
+            )
         if pruned(callbacks or []):
             break
     return write_summary(runs, dirs, out_dir, count="cv/folds", evaluate=evaluate)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from cifar_sweep.trackers.runs import part
+
 # the evaluation report's headline figures, aggregated over seeds or folds
 EVALUATED = ("accuracy", "macro_f1", "macro_auc_ovr")
 
@@ -63,7 +65,8 @@ def repeat(
         if cfg.get("resume"):  # each seed goes on from its own folder's last epoch
             seed_cfg.resume = str(Path(cfg.resume) / f"seed{seed}")
         dirs.append(out_dir / f"seed{seed}")
-        runs.append(run(seed_cfg, dirs[-1], callbacks if i == 0 else every_run(callbacks)))
+        with part(seed_cfg, f"seed{seed}", dirs[-1]) as seed_cfg:  # its own tracker runs
+            runs.append(run(seed_cfg, dirs[-1], callbacks if i == 0 else every_run(callbacks)))
         if pruned(callbacks):
             break
     return write_summary(runs, dirs, out_dir, count="repeats", evaluate=evaluate)

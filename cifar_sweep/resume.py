@@ -32,8 +32,9 @@ LAST = Path("checkpoints") / "last.ckpt"
 PREVIOUS = LAST.with_name("previous.ckpt")  # the epoch before: read where last.ckpt is not
 CONFIG = "cifar_sweep/config"  # the run's config, as a key of the checkpoint
 ENDED = "cifar_sweep/ended"  # once training has ended: the fit's metrics, epochs, best checkpoint
-# keys that may change between a run and its resumption: where it is, and what to call it
-FREE_KEYS = {"resume", "trial", "hydra"}
+# keys that may change between a run and its resumption: where it is, what to call it, where
+# it is logged
+FREE_KEYS = {"resume", "trial", "hydra", "logger"}
 
 
 class AtomicCheckpoint(ModelCheckpoint):

@@ -156,6 +156,7 @@ def check_retrain(retrain: DictConfig) -> None:
 
 def retrain(cfg: DictConfig, hc, out_dir: Path) -> None:
     from cifar_sweep import compare, resume
+    from cifar_sweep.trackers.runs import tracked
     from cifar_sweep.train import train
 
     check_retrain(cfg.retrain)
@@ -187,7 +188,8 @@ def retrain(cfg: DictConfig, hc, out_dir: Path) -> None:
             log.info("%s: finished earlier in %s; kept", label, run_dir)
         else:
             save_config(run_cfg, overrides, run_dir)
-            metrics = train(run_cfg, run_dir, evaluate=True)
+            with tracked(run_cfg, trial=None, out_dir=run_dir) as logged_cfg:  # a tracker's run
+                metrics = train(logged_cfg, run_dir, evaluate=True)
         runs[label] = (trial.values[0] if len(trial.values) == 1 else None, metrics)
     if len(runs) == 1:  # one run: the retrain's own config is the one that ran
         save_config(run_cfg, overrides, out_dir)

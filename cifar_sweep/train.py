@@ -25,6 +25,7 @@ from cifar_sweep.divergence import StopOnDivergence, raise_if_diverged
 from cifar_sweep.errors import UserError
 from cifar_sweep.instantiate import build
 from cifar_sweep.resume import AtomicCheckpoint
+from cifar_sweep.trackers.loggers import build_callbacks, build_loggers
 
 log = logging.getLogger(__name__)
 # trainer.* keys the runner reads itself; every other trainer.* key is a Lightning Trainer argument
@@ -127,6 +128,7 @@ def build_trainer(
         checkpoint,
         resume.EveryEpoch(out_dir, written or cfg),
         *callbacks,
+        *build_callbacks(cfg.get("callbacks")),
         *([OneProgressBar()] if t.progress_bar else []),
     ]
     if validates and t.early_stopping.patience is not None:
@@ -139,7 +141,7 @@ def build_trainer(
     return L.Trainer(
         **args,
         default_root_dir=out_dir,
-        logger=TensorBoardLogger(out_dir, name="tb", version="", default_hp_metric=False),
+        logger=build_loggers(cfg.get("logger"), out_dir) or False,
         callbacks=callbacks,
         enable_progress_bar=t.progress_bar,
     )
@@ -209,9 +211,14 @@ def _train(
     data.setup()
     module, params, flop_count = build_module(cfg, data)
     hparams = OmegaConf.to_container(cfg, resolve=True)
-    hparams.pop("hydra", None)
-    trainer.logger.log_hyperparams(hparams, {"val/acc_best": 0.0, "test/acc": 0.0})
-    trainer.logger.log_metrics({"model/params": params, "model/flops": flop_count}, step=0)
+    for key in ("hydra", "logger"):  # Hydra's own and the trackers' run ids: not the recipe
+        hparams.pop(key, None)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):  # the HParams tab's metrics
+            logger.log_hyperparams(hparams, {"val/acc_best": 0.0, "test/acc": 0.0})
+        else:
+            logger.log_hyperparams(hparams)
+        logger.log_metrics({"model/params": params, "model/flops": flop_count}, step=0)
     begin = resume.start(written)
     if begin.ended is None:  # else its training had ended: straight to testing its best
         trainer.fit(module, datamodule=data, ckpt_path=begin.checkpoint)

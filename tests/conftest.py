@@ -10,6 +10,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 # One CPU thread per process (the sweeps' own processes inherit it): the tiny models here gain
@@ -315,3 +316,87 @@ def pg_server():
 def postgres(pg_server) -> str:
     """The URL of a throwaway PostgreSQL database (password in it: tests only)."""
     return pg_server.url
+
+
+class MlflowServer:
+    """A real `mlflow server` (SQLite backend, artifacts in a temporary folder) on a free port
+    of 127.0.0.1, as a lab runs one; about 10 s to answer on 2 cores."""
+
+    def __init__(self):
+        pytest.importorskip("mlflow", reason="mlflow not installed (pip install -e '.[mlflow]')")
+        self.home = Path(tempfile.mkdtemp(prefix="cifar-sweep-mlflow-"))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        cmd = [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.home / 'mlflow.db'}",
+            "--default-artifact-root",
+            str(self.home / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
+        self.log = open(self.home / "server.log", "w")  # noqa: SIM115 (closed in close())
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.5)
+        self.close()
+        pytest.skip(f"mlflow server did not answer at {self.url} in 120 s")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # stopping `mlflow` stops its uvicorn workers
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server():
+    """The URL of a real MLflow tracking server: the one CI started (CIFAR_SWEEP_MLFLOW_URI),
+    else one this test session starts and stops."""
+    given = os.environ.get("CIFAR_SWEEP_MLFLOW_URI")
+    if given:
+        yield given
+        return
+    server = MlflowServer()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+def mlflow_runs(url: str, experiment: str) -> dict:
+    """The runs of `experiment` on the server, by name."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=url)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no experiment {experiment!r}"
+    runs = client.search_runs([found.experiment_id], max_results=1000)
+    return {r.info.run_name: r for r in runs}
+
+
+def steps(url: str, run, key: str) -> list[int]:
+    """The epochs (steps) at which `key` was logged to `run`."""
+    from mlflow import MlflowClient
+
+    history = MlflowClient(tracking_uri=url).get_metric_history(run.info.run_id, key)
+    return sorted(m.step for m in history)

@@ -14,6 +14,7 @@ NEVER = {
     "data": ("cifar_sweep.checks", "cifar_sweep.train", "cifar_sweep.sweep", "cifar_sweep.models"),
     "models": ("cifar_sweep.checks", "cifar_sweep.train", "cifar_sweep.sweep", "cifar_sweep.data"),
     "sweep": ("cifar_sweep.train", "cifar_sweep.classifier", "cifar_sweep.data.datamodule"),
+    "trackers": ("cifar_sweep.train", "cifar_sweep.classifier", "cifar_sweep.data"),
 }
 
 

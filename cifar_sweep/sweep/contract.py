@@ -33,6 +33,8 @@ POINT = PREFIX + "point"  # on a retry or promotion: the number of its point's f
 PAUSED = PREFIX + "paused"  # on a trial ASHA paused (pruner.promote): the epochs of its rung
 PROMOTED_FROM = PREFIX + "promoted_from"  # on a promotion: the paused trial it goes on from
 WORKER = PREFIX + "worker:"  # study system attribute per sweep process: its owner record, or None
+MLFLOW_RUN = PREFIX + "mlflow_run"  # the trial's MLflow run id (a retry's is its first attempt's)
+MLFLOW_STUDY_RUN = PREFIX + "mlflow_study_run"  # study attribute: the study's own MLflow run id
 
 # A trial on several devices runs as processes of their own (ranks.py starts them,
 # trial_process.py is their side): rank 0 leaves its outcome in the job folder, and each rank

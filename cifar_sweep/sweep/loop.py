@@ -75,6 +75,7 @@ class WorkerLoop:
         device: str = "auto",
         label: str = "",
         sweep_dir: str | None = None,
+        runs=None,
     ):
         self.study, self.n_trials, self.n_jobs, self.grid = study, n_trials, n_jobs, grid
         self.failure_budget, self.names, self.heartbeat_s = failure_budget, names, heartbeat_s
@@ -83,6 +84,7 @@ class WorkerLoop:
         self.grace_s, self.max_retry, self.worker, self.device = grace_s, max_retry, worker, device
         self.label = label  # "worker 2: " before each progress line, when there are workers
         self.sweep_dir = sweep_dir  # job folders are recorded on their trials (for resuming)
+        self.runs = runs  # the study's MLflow runs (trackers.mlflow_study), when logged there
         self.terminated = self.in_trial = False
         self.signal: int | None = None  # the stop signal received, if any
 
@@ -165,6 +167,8 @@ class WorkerLoop:
             [*o, *trial_overrides(name, t)]
             for o, t in zip(self.overrides(trials), trials, strict=True)
         ]
+        for t in trials if self.runs is not None else []:  # after overrides: params drawn
+            self.runs.start(t)
         try:
             self.in_trial = True
             with self._heartbeat(trials):
@@ -179,7 +183,7 @@ class WorkerLoop:
                 except (UpdateFinishedTrialError, ValueError):
                     continue
                 recovery.requeue(self.study, frozen, max_retry=None)
-                self._progress(t)
+                self._ended(t)
             if self.signal == signal.SIGINT:  # Lightning turned Ctrl-C into sys.exit(1)
                 raise KeyboardInterrupt from None
             raise
@@ -187,7 +191,7 @@ class WorkerLoop:
             self.in_trial = False
         for trial, ret in zip(trials, returns, strict=True):
             outcome.tell(self.study, trial, ret)
-            self._progress(trial)
+            self._ended(trial)
             frozen = private.frozen(self.study, trial)
             if classify(frozen) == WORKER_DIED:  # a rank of its own processes died (ranks.py)
                 recovery.requeue(self.study, frozen, max_retry=self.max_retry)
@@ -227,6 +231,12 @@ class WorkerLoop:
             earlier = self.study.get_trials(deepcopy=False)[source]
             for step, value in sorted(earlier.intermediate_values.items()):
                 private.set_intermediate(self.study, trial, step, value)
+
+    def _ended(self, trial) -> None:
+        """A trial has ended: its progress line, and its run's end when it is tracked."""
+        self._progress(trial)
+        if self.runs is not None:
+            self.runs.end(private.frozen(self.study, trial))
 
     def _progress(self, trial) -> None:
         failed, line = outcome.progress_line(

@@ -34,6 +34,7 @@ from cifar_sweep.sweep.loop import WorkerLoop
 from cifar_sweep.sweep.ranks import Ranks
 from cifar_sweep.sweep.storage import masked, open_storage, pruner
 from cifar_sweep.sweep.sweep_checks import devices_per_trial
+from cifar_sweep.trackers.where import looks_with_tensorboard, where_logged
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,15 @@ def _ended(study: optuna.Study, n_trials: int) -> bool:
     after that, e.g. an interrupted one's, waits for a later sweep and does not hold the report)."""
     n = states(study)
     return not n[contract.RUNNING] and sum(n[k] for k in contract.FINISHED) >= n_trials
+
+
+def tracked_study(config, study: optuna.Study, space: dict, sampler, *, launching: bool):
+    """The study's MLflow runs with `logger=mlflow` (trackers.mlflow_study), else None."""
+    if (config.get("logger") or {}).get("mlflow") is None:
+        return None  # and mlflow, a second of imports, is never loaded
+    from cifar_sweep.trackers.mlflow_study import open_study_runs
+
+    return open_study_runs(config, study, space=space, sampler=sampler, launching=launching)
 
 
 def pinned(devices, *, per_trial: int, accelerator: str) -> str:
@@ -170,6 +180,7 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
             warm_start.copy_finished(
                 the_study, self.seeds["warm_start"], self.config.hydra.sweeper, dists
             )
+        runs = tracked_study(self.config, the_study, space, sampler, launching=launching)
         done = False
         try:
             if self.workers > 1:
@@ -183,14 +194,15 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
                     accelerator=trainer.accelerator,
                 )
             else:
-                self._loop(the_study, n_trials, grid_size, names, space, fixed, fixed_overrides)
+                loop_args = (the_study, n_trials, grid_size, names, space, fixed, fixed_overrides)
+                self._loop(*loop_args, runs=runs)
             done = True
         finally:
             # one report: by the process the user started, or the array task that ends the study
             if launching and (task is None or _ended(the_study, n_trials)):
-                self._report(the_study, done=done)
+                self._report(the_study, done=done, runs=runs)
 
-    def _loop(self, study, n_trials, grid_size, names, space, fixed, fixed_overrides) -> None:
+    def _loop(self, study, n_trials, grid_size, names, space, fixed, fixed_overrides, *, runs):
         """This process's own worker loop (a worker of several, or the only one)."""
         launching = not workers.started_by_a_sweep()
         task = slurm.array_task()
@@ -216,9 +228,10 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
             device=pinned(self.devices, per_trial=per_trial, accelerator=accelerator),
             label="" if launching and task is None else f"worker {worker}: ",
             sweep_dir=self.config.hydra.sweep.dir,
+            runs=runs,
         ).run()
 
-    def _report(self, study: optuna.Study, *, done: bool) -> None:
+    def _report(self, study: optuna.Study, *, done: bool, runs) -> None:
         """The report and the sweep's last lines. A sweep stopped by an error or Ctrl-C says so,
         with a report only when some trial finished, and no "next" line."""
         out = self.config.hydra.sweep.dir
@@ -226,10 +239,16 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
             return
         files = report.write(study, out, plots=self.plots)
         report.announce(study, out, files, what="sweep done" if done else "sweep stopped")
-        if done:
-            print(  # what a first-time user does next: look, then retrain the best
-                f"next: tensorboard --logdir {out} (every trial's curves); the best retrained "
-                "and tested: python -m cifar_sweep.retrain with the same overrides",
+        if runs is not None:  # the report as the study run's artifacts, the best run tagged
+            print(f"mlflow: {runs.report(out, files, done=done)}", flush=True)
+        for line in where_logged(self.config.get("logger"), out):
+            print(line, flush=True)
+        tensorboard = looks_with_tensorboard(self.config.get("logger"))
+        if done:  # what a first-time user does next: look, then retrain the best
+            look = f"tensorboard --logdir {out} (every trial's curves); " if tensorboard else ""
+            print(
+                f"next: {look}the best retrained and tested: python -m cifar_sweep.retrain "
+                "with the same overrides",
                 flush=True,
             )
 
