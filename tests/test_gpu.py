@@ -168,7 +168,7 @@ def test_two_workers_share_one_gpu(tmp_path: Path):
     assert "worker 1: trial" in result.stdout + result.stderr
 
 
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices (a GPU test)")
 def test_a_sweep_of_trials_on_two_gpus_each_trains_on_its_group_with_nccl(tmp_path: Path):
     """A worker for every two GPUs (hydra.sweeper.devices=[0,1,2,3] with trainer.devices=2:
     two workers of two); each trial is two ranks, one per GPU of its worker's pair, over NCCL."""

@@ -138,6 +138,7 @@ def kill_9(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+@pytest.mark.slow  # real workers killed, about 10 s: CI runs it
 def test_a_rerun_right_after_kill_9_finishes_the_study_without_waiting(tmp_path: Path):
     args = ("hydra.sweeper.n_trials=4", "trainer.max_epochs=3", "sweeper=random")
     proc = start(tmp_path, *args)
