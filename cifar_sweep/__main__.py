@@ -136,13 +136,14 @@ def sweep_trial(cfg: DictConfig, hc):
         return None
     from cifar_sweep.sweep.ownership import take_over
     from cifar_sweep.sweep.storage import job_trial
-    from cifar_sweep.sweep.trial_process import rank
+    from cifar_sweep.sweep.trial_process import rank, started_by_its_worker
 
     if rank() > 0:
         return None
 
     trial = job_trial(cfg, hc.sweeper)
-    take_over(trial)  # a job in a process of its own (submitit, joblib) owns its trial
+    if not started_by_its_worker():  # the worker owns a trial of ranks until it tells the end
+        take_over(trial)  # a job in a process of its own (submitit, joblib) owns its trial
     return trial
 
 

@@ -1,10 +1,11 @@
 """A trial run as processes of its own, one per device (sweep/ranks.py starts them): their side.
 
 Each rank dies with the sweep process that started it (Linux's parent-death signal), so a sweep
-killed outright leaves no rank behind. Rank 0 alone reaches the study (owner, heartbeat, reports)
-and leaves the job's outcome in its folder: complete with its value(s), pruned, or failed with
-the error's first line and whether no swept value changes it, which is what an in-process job
-returns to the sweep. The sweep reads it back here as that JobReturn.
+killed outright leaves no rank behind. Rank 0 alone reaches the study (heartbeat, reports; the
+worker stays the trial's owner) and leaves the job's outcome in its folder: complete with its
+value(s), pruned, or failed with the error's first line and whether no swept value changes it,
+which is what an in-process job returns to the sweep. The sweep reads it back here as that
+JobReturn.
 """
 
 import json
@@ -24,6 +25,13 @@ FAILED = "failed"
 def rank() -> int:
     """This process's rank among the trial's (torchrun's RANK); 0 in any other run."""
     return int(os.environ.get("RANK", "0"))
+
+
+def started_by_its_worker() -> bool:
+    """Whether this process is a rank its worker started (ranks.py). The worker stays the trial's
+    owner (cs:owner): it tells the study how the trial ended after every rank has exited, and the
+    ranks die with it; a rank 0 owning it would look dead to the other workers in between."""
+    return SWEEP_PID in os.environ
 
 
 def die_with_sweep() -> None:
