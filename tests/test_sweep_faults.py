@@ -45,6 +45,7 @@ def test_a_submitit_launcher_with_two_devices_per_trial_points_to_the_array_scri
     assert "examples/slurm/sweep.sbatch" in line
 
 
+@pytest.mark.slow  # real worker processes, about 10 s; CI runs it
 def test_a_worker_device_outside_cuda_visible_devices_is_refused_in_one_line(tmp_path: Path):
     args = ("hydra.sweeper.workers=2", "hydra.sweeper.devices=[0,1]", *TINY_MODEL)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0"}  # one device given; index 1 is not one
