@@ -24,7 +24,7 @@ from cifar_sweep import flops
 from cifar_sweep.config_dir import CONF
 from cifar_sweep.data import sources
 from cifar_sweep.data.augment import build_augment
-from cifar_sweep.data.datamodule import DeviceBatches
+from cifar_sweep.data.batches import DeviceBatches
 from cifar_sweep.instantiate import build
 from cifar_sweep.train import device_defaults, quiet_lightning, train
 

@@ -42,10 +42,15 @@ def run(cfg: DictConfig) -> float | list[float]:
     out_dir = Path(hc.runtime.output_dir)
     stopped = f"the run stopped before it finished; {out_dir} holds what it wrote so far"
     with interruptible(stopped, reraise=hc.mode == RunMode.MULTIRUN):
+        if "trial" in cfg and hc.mode == RunMode.RUN:  # a rank of a trial on several devices
+            from cifar_sweep.sweep.trial_process import reported
+
+            return reported(lambda: checked_run(cfg, hc, out_dir), out_dir)
         return checked_run(cfg, hc, out_dir)
 
 
 def checked_run(cfg: DictConfig, hc, out_dir: Path) -> float | list[float]:
+    job = "trial" in cfg  # a sweep's job: in the sweep process, or processes of its own
     try:
         if hc.mode == RunMode.MULTIRUN:
             tree.hold()  # the files as the first trial found them: listed once, not per trial
@@ -57,7 +62,7 @@ def checked_run(cfg: DictConfig, hc, out_dir: Path) -> float | list[float]:
 
         trial = sweep_trial(cfg, hc)
         callbacks = pruning_callbacks(cfg, trial)
-        single = hc.mode == RunMode.RUN  # a final run gets the evaluation report; trials do not
+        single = not job  # a final run gets the evaluation report; trials do not
         beats = heartbeat_callbacks(trial, hc.sweeper)
         with tracked(cfg, trial=trial, out_dir=out_dir) as run_cfg:  # logged into its runs
             metrics = fit(run_cfg, out_dir, [*callbacks, *beats], evaluate=single)
@@ -75,7 +80,7 @@ def checked_run(cfg: DictConfig, hc, out_dir: Path) -> float | list[float]:
             trial.set_user_attr(OBJECTIVE_STD, std[0] if len(std) == 1 else std)
         return value
     except UserError as e:
-        if hc.mode == RunMode.MULTIRUN:
+        if job or hc.mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failed trial with this reason and goes on
         exit_with(e, log)
 
@@ -125,20 +130,27 @@ def announce(metrics: dict, cfg: DictConfig, out_dir: Path) -> str:
 
 
 def sweep_trial(cfg: DictConfig, hc):
-    """In a sweep job: the trial the sweeper handed this job; None in a plain run."""
+    """In a sweep job: the trial the sweeper handed this job; None in a plain run, and on the
+    ranks after the first of a trial on several devices (rank 0 alone reaches the study)."""
     if "trial" not in cfg:
         return None
     from cifar_sweep.sweep.ownership import take_over
     from cifar_sweep.sweep.storage import job_trial
+    from cifar_sweep.sweep.trial_process import rank, started_by_its_worker
+
+    if rank() > 0:
+        return None
 
     trial = job_trial(cfg, hc.sweeper)
-    take_over(trial)  # a job in a process of its own (submitit, joblib) owns its trial
+    if not started_by_its_worker():  # the worker owns a trial of ranks until it tells the end
+        take_over(trial)  # a job in a process of its own (submitit, joblib) owns its trial
     return trial
 
 
 def pruning_callbacks(cfg: DictConfig, trial) -> list:
-    """Report the objective to the trial each epoch, for the pruner (single objectives only)."""
-    if trial is None or not isinstance(cfg.objective, str):
+    """Report the objective to the trial each epoch, for the pruner (single objectives only);
+    on every rank of a trial on several devices, to stop them all in the same epoch."""
+    if "trial" not in cfg or not isinstance(cfg.objective, str):
         return []
     from cifar_sweep.sweep.pruning import ReportToTrial
 

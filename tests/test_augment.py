@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cifar_sweep.data.augment import OPS, build_augment, crop, cutout, flip
-from cifar_sweep.data.datamodule import DeviceBatches
+from cifar_sweep.data.batches import DeviceBatches
 from cifar_sweep.errors import UserError
 
 PARAMS = {
@@ -155,6 +155,37 @@ def test_device_batches_keep_labels_with_their_images():
     assert len(batches) == 3 and all(len(e) == 3 and {len(b) for b in e} == {16} for e in epochs)
     left_out = [set(range(n)) - {i for b in e for i in b} for e in epochs]
     assert all(len(s) == 2 for s in left_out) and left_out[0] != left_out[1]
+
+
+def test_each_rank_crops_flips_and_drops_out_on_its_own_draws_over_one_shared_order():
+    """Two ranks of one run over 40 copies of one image (labels tell them apart): the shards
+    split one order between them, while rank 1's crops, flips and dropout at position i are not
+    rank 0's; an epoch draws again, and the same (seed, rank, epoch) draws the same, as a resumed
+    run must."""
+    n = 40
+    image = torch.randint(0, 256, (1, 3, 12, 12), generator=torch.Generator().manual_seed(0))
+    x, y = image.to(torch.uint8).expand(n, 3, 12, 12).contiguous(), torch.arange(n)
+    aug = build_augment({"crop": {"padding": 4}, "flip": {"p": 0.5}})
+    epoch = [0]
+
+    def rank_batches(rank: int) -> DeviceBatches:
+        return DeviceBatches(
+            x, y, batch_size=n // 2, mean=torch.zeros(3), std=torch.ones(3), augment=aug,
+            shuffle=True, seed=0, channels_last=False, rank=rank, world_size=2,
+            epoch=lambda: epoch[0],
+        )  # fmt: skip
+
+    def first_batch(rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        xb, yb = next(iter(rank_batches(rank)))
+        return xb, yb, torch.rand(8)  # a dropout mask's draws come after the batch's
+
+    (x0, y0, drop0), (x1, y1, drop1) = first_batch(0), first_batch(1)
+    assert sorted(y0.tolist() + y1.tolist()) == list(range(n))  # one order, two shards
+    assert not torch.equal(x0, x1) and not torch.equal(drop0, drop1)
+    again = first_batch(1)
+    assert torch.equal(again[0], x1) and torch.equal(again[2], drop1)
+    epoch[0] = 1
+    assert not torch.equal(first_batch(1)[0], x1)
 
 
 def test_unknown_op_or_param_names_the_key():

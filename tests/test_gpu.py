@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import compose_cfg, run_cli, states, study, sweep
 
-from cifar_sweep.sweep.contract import OWNER
+from cifar_sweep.sweep.contract import OWNER, RUN_DIR
 
 pytestmark = [
     pytest.mark.gpu,
@@ -45,7 +45,7 @@ def test_mixed_precision_training_learns(precision: str, variant: str, tmp_path:
 
 def test_device_augmentation_is_reproducible_per_seed_on_cuda():
     from cifar_sweep.data.augment import build_augment
-    from cifar_sweep.data.datamodule import DeviceBatches
+    from cifar_sweep.data.batches import DeviceBatches
 
     x = torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8, device="cuda")
     y = torch.arange(300, device="cuda")
@@ -166,6 +166,33 @@ def test_two_workers_share_one_gpu(tmp_path: Path):
     a, b = ([t for t in s.trials if t.user_attrs[OWNER]["worker"] == w][0] for w in (0, 1))
     assert a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
     assert "worker 1: trial" in result.stdout + result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices (a GPU test)")
+def test_a_sweep_of_trials_on_two_gpus_each_trains_on_its_group_with_nccl(tmp_path: Path):
+    """A worker for every two GPUs (hydra.sweeper.devices=[0,1,2,3] with trainer.devices=2:
+    two workers of two); each trial is two ranks, one per GPU of its worker's pair, over NCCL."""
+    pairs = torch.cuda.device_count() // 2
+    gpus = ",".join(map(str, range(2 * pairs)))
+    result = sweep(
+        tmp_path,
+        *GPU,
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "dataset.batch_size=16",
+        f"hydra.sweeper.workers={pairs}",
+        f"hydra.sweeper.devices=[{gpus}]",
+        f"hydra.sweeper.n_trials={2 * pairs}",
+        "trainer.max_epochs=3",
+    )
+    s = study(tmp_path)
+    assert states(s) == {"COMPLETE": 2 * pairs}, result.stdout[-3000:]
+    groups = {t.user_attrs[OWNER]["device"] for t in s.trials}
+    assert groups == {f"{2 * w},{2 * w + 1}" for w in range(pairs)}
+    for t in s.trials:
+        metrics = json.loads((Path(t.user_attrs[RUN_DIR]) / "metrics.json").read_text())
+        assert metrics["val/acc_best"] > 0.5 and metrics["gpu/peak_mem_gb"] > 0
+        assert (Path(t.user_attrs[RUN_DIR]) / "train_ddp_process_1.log").exists()
 
 
 def test_the_command_line_runs_on_the_gpu_by_default(tmp_path: Path):

@@ -12,7 +12,8 @@ from conftest import compose_cfg, noise_tree, run_cli
 
 from cifar_sweep.data import sources
 from cifar_sweep.data.augment import build_augment
-from cifar_sweep.data.datamodule import DeviceBatches, ImageDataModule
+from cifar_sweep.data.batches import DeviceBatches
+from cifar_sweep.data.datamodule import ImageDataModule
 from cifar_sweep.train import train
 
 # The generated set's splits take about 0.4 MB; this budget (about 10 kB) holds none of them.

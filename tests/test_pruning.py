@@ -14,7 +14,7 @@ def test_a_missing_objective_warns_once_and_reports_nothing():
     trial = study.ask()
     callback = ReportToTrial(trial, monitor="val/acc_best")
     trainer = SimpleNamespace(
-        sanity_checking=False, current_epoch=0, callback_metrics={"val/acc": 0.5}
+        sanity_checking=False, world_size=1, current_epoch=0, callback_metrics={"val/acc": 0.5}
     )
     with pytest.warns(UserWarning, match=r"val/acc_best.*logged: \['val/acc'\]"):
         callback.on_validation_end(trainer, None)
@@ -29,6 +29,7 @@ def test_the_objective_is_reported_each_epoch_and_a_pruned_trial_stops_the_train
     callback = ReportToTrial(study.ask(), monitor="val/acc_best")
     trainer = SimpleNamespace(
         sanity_checking=False,
+        world_size=1,
         current_epoch=0,
         should_stop=False,
         callback_metrics={"val/acc_best": 0.5},

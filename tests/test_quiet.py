@@ -7,6 +7,8 @@ import sys
 import pytest
 from conftest import ROOT, sweep_cmd, tiny
 
+pytestmark = pytest.mark.slow  # a compiled run and a NAS sweep, about 25 s: CI runs them
+
 UNACTIONABLE = {
     "Lightning's doubt about a deliberate per-epoch OneCycleLR": "is using 'interval': 'epoch'",
     "cpp_extension's CUDA toolkit notice on a CPU": "No CUDA runtime is found",

@@ -37,7 +37,7 @@ def test_a_limited_test_set_gives_one_answer_in_metrics_and_the_report(tmp_path:
     ("override", "runs", "over"),
     [
         ("dataset.folds=2", ["fold0", "fold1"], "2 folds"),
-        ("repeats=2", ["seed0", "seed1"], "2 seeds"),
+        pytest.param("repeats=2", ["seed0", "seed1"], "2 seeds", marks=pytest.mark.slow),
     ],
 )
 def test_folds_and_seeds_each_get_a_report_and_an_aggregate(tmp_path, override, runs, over):

@@ -43,6 +43,7 @@ def swept(tmp_path_factory) -> Path:
     return tmp
 
 
+@pytest.mark.slow  # the swept fixture: a sweep of its own, about 20 s; CI runs it
 def test_retrain_finds_the_swept_study_and_saves_the_config_that_ran(swept: Path):
     [name] = [n for n in optuna.get_all_study_names(f"sqlite:///{swept / 'studies.db'}")
               if n not in ("default-never", "default-zzzz")]  # fmt: skip
@@ -68,6 +69,7 @@ def test_retrain_finds_the_swept_study_and_saves_the_config_that_ran(swept: Path
     assert json.loads((out / "best" / "metrics.json").read_text())["epochs"] == 2
 
 
+@pytest.mark.slow  # the swept fixture: a sweep of its own, about 20 s; CI runs it
 def test_logged_lists_what_a_run_logs(swept: Path):
     """checks.LOGGED (what an objective may name) is what a trial's metrics.json holds, and the
     test set's figures, which trials leave to the final run (test_in_trials: false)."""
@@ -119,6 +121,7 @@ def sweeper(storage: str):
     )
 
 
+@pytest.mark.slow  # the swept fixture: a sweep of its own, about 20 s; CI runs it
 def test_a_mistyped_study_gets_did_you_mean(swept: Path):
     with pytest.raises(UserError, match=r"retrain.study=default-zzzy: no such study in .*; did "):
         find_study(sweeper(f"sqlite:///{swept / 'studies.db'}"), "default-zzzy", "default", [])

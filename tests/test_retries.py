@@ -180,15 +180,21 @@ def test_a_sweep_job_on_sqlite_beats_for_itself(tmp_path: Path):
     assert trial.state == TrialState.COMPLETE and trial.system_attrs[JOB_BEATS] is True
 
 
-def test_a_sweep_with_devices_auto_on_a_node_of_several_gpus_is_refused(tmp_path, monkeypatch):
+def test_devices_auto_on_a_node_of_four_gpus_is_counted_before_the_worker_devices(
+    tmp_path, monkeypatch
+):
+    """trainer.devices=auto in a sweep means each trial takes every visible GPU: counted as 4
+    here before hydra.sweeper.devices is cut into groups, never left for Lightning to expand
+    inside a trial (where a worker's pinned devices would count otherwise)."""
     import torch
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    gpus = ("trainer.devices=auto", "trainer.accelerator=auto")
+    gpus = ("trainer.devices=auto", "trainer.accelerator=auto", "hydra.sweeper.devices=[0,1]")
     result = sweep(tmp_path, *TINY_MODEL, *gpus, ok=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: trainer.devices=auto (4 devices here): a sweep trains each")
+    assert line.startswith("error: hydra.sweeper.devices=[0, 1]: 2 GPU(s) do not make groups")
+    assert "trainer.devices=4" in line
     assert not (tmp_path / "studies.db").exists()
 
 

@@ -137,6 +137,44 @@ def test_a_cancelled_task_trial_goes_on_from_its_last_epoch_elsewhere(tmp_path: 
     assert retry.value == metrics["val/acc_best"]
 
 
+@pytest.mark.timeout(600)  # two arrays of tasks, then the same point uninterrupted
+def test_a_cancelled_task_of_two_rank_trials_is_resumed_by_the_other(tmp_path: Path):
+    """The shipped script with one task per group of 2 CPUs (--cpus-per-task=2: the worker
+    starts a trial's two ranks itself, so SLURM counts one task; gloo on one node needs no
+    srun): a task cancelled mid-trial leaves its point to the other task, which goes on from
+    the last finished epoch on two ranks and ends where an uninterrupted 2-rank run ends."""
+    epochs = 4
+    ddp = ["trainer.devices=2", "trainer.strategy=ddp", "dataset.batch_size=16"]
+    same = [*ddp, f"trainer.max_epochs={epochs}", "trainer.deterministic=true"]
+    same += ["dataset.train_per_class=1000"]
+    job = submit(
+        tmp_path, "hydra.sweeper.n_trials=2", *same, wait=False, extra=["--cpus-per-task=2"]
+    )
+    t = _running_trial_with_checkpoint(tmp_path)
+    task = t.user_attrs[contract.OWNER]["slurm_job"]
+    subprocess.run(["scancel", task], check=True)
+    while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout:
+        time.sleep(0.5)
+    study = the_study(tmp_path)
+    assert sum(contract.classify(x) in contract.FINISHED for x in study.trials) == 2
+    [stopped] = [x for x in study.trials if x.number == t.number]
+    assert contract.classify(stopped) == contract.INTERRUPTED
+    [retry] = [x for x in study.trials if x.user_attrs.get(contract.RETRY_OF) == t.number]
+    folder = Path(retry.user_attrs[contract.RUN_DIR])
+    assert retry.user_attrs[contract.RESUME] == t.user_attrs[contract.RUN_DIR]
+    assert (folder / "train_ddp_process_1.log").exists()  # the retry trained on two ranks
+    done = int((folder / "__main__.log").read_text().split("going on from epoch ")[1].split()[0])
+    assert 1 <= done < epochs
+    logs = "".join(p.read_text() for p in tmp_path.glob("slurm-*.out"))
+    assert "SLURM array task, 2 CPU threads" in logs
+    print(f"epochs saved by resuming on two ranks: {done} of {epochs}")
+    point = [f"{k}={v!r}" for k, v in retry.params.items()]
+    whole = run_cli("model=tiny_cnn", *same, *point, f"hydra.run.dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    metrics = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert retry.value == metrics["val/acc_best"]
+
+
 def test_tasks_out_of_time_leave_their_trials_to_the_next_array(tmp_path: Path):
     """A task whose time runs out (SIGTERM before the limit, as the script asks) stops
     mid-trial; the next array goes on with the stopped point from its last finished epoch."""

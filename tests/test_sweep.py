@@ -88,6 +88,7 @@ def test_command_line_interval_replaces_the_default_space(tmp_path: Path):
     assert all(set(t.params) == {"optimizer.lr"} for t in s.trials)
 
 
+@pytest.mark.slow  # a pruned sweep of real trials, about 9 s: CI runs it
 def test_hopeless_trials_are_pruned_early(tmp_path: Path):
     sweep(
         tmp_path,

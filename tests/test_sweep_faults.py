@@ -4,20 +4,48 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, study, sweep, sweep_cmd
 
 TINY_MODEL = ("model=tiny_cnn", "model.channels=[8]", "model.hidden=16")
 
 
-def test_a_sweep_with_two_devices_per_trial_is_refused_in_one_line(tmp_path: Path):
-    result = sweep(tmp_path, "trainer.devices=2", ok=False)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: trainer.devices=2") and "Traceback" not in result.stderr
-    assert "hydra.sweeper.workers" in lines[-1] and "hydra.sweeper.devices" in lines[-1]
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (
+            ["hydra.sweeper.devices=[0,1,2]"],
+            "hydra.sweeper.devices=[0, 1, 2]: 3 GPU(s) do not make groups of trainer.devices=2",
+        ),
+        (
+            ["hydra.sweeper.devices=[[0,1],[2]]"],
+            "hydra.sweeper.devices: the group [2] has 1 device(s), but each trial trains on "
+            "trainer.devices=2",
+        ),
+        (["hydra.sweeper.n_jobs=2"], "hydra.sweeper.n_jobs=2 with trainer.devices=2: a trial on"),
+        (["trainer.strategy=ddp_spawn"], "trainer.strategy=ddp_spawn with trainer.devices=2:"),
+        (["trainer.devices=1,2"], "trainer.devices cannot be swept"),
+    ],
+)
+def test_a_sweep_of_trials_on_two_devices_that_cannot_run_is_refused_in_one_line(
+    tmp_path: Path, args: list[str], said: str
+):
+    result = sweep(tmp_path, "trainer.devices=2", "trainer.accelerator=cpu", *args, ok=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {said}")
     assert not (tmp_path / "studies.db").exists()  # refused before the study was opened
 
 
+def test_a_submitit_launcher_with_two_devices_per_trial_points_to_the_array_script(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]'")
+    args = ("trainer.devices=2", "trainer.accelerator=cpu", "hydra/launcher=submitit_slurm")
+    result = sweep(tmp_path, *args, ok=False)
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: hydra/launcher=submitit_slurm with trainer.devices=2: ")
+    assert "examples/slurm/sweep.sbatch" in line
+
+
+@pytest.mark.slow  # real worker processes, about 10 s; CI runs it
 def test_a_worker_device_outside_cuda_visible_devices_is_refused_in_one_line(tmp_path: Path):
     args = ("hydra.sweeper.workers=2", "hydra.sweeper.devices=[0,1]", *TINY_MODEL)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0"}  # one device given; index 1 is not one

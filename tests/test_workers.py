@@ -138,6 +138,7 @@ def kill_9(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+@pytest.mark.slow  # real workers killed, about 10 s: CI runs it
 def test_a_rerun_right_after_kill_9_finishes_the_study_without_waiting(tmp_path: Path):
     args = ("hydra.sweeper.n_trials=4", "trainer.max_epochs=3", "sweeper=random")
     proc = start(tmp_path, *args)
@@ -310,3 +311,20 @@ def test_a_worker_whose_trial_overshoots_n_trials_runs_nothing_and_stops():
     assert launched == []
     assert [t.state for t in s.trials[4:]] == [TrialState.RUNNING, TrialState.FAIL]
     assert s.trials[5].user_attrs[FAIL_REASON] == SURPLUS
+
+
+def test_worker_devices_come_in_groups_of_trainer_devices(monkeypatch):
+    """[0,1,2,3] with trainer.devices=2 is two workers of two, explicit groups are kept, and a
+    worker given a group sees exactly those GPUs, counted among the ones it was given."""
+    from cifar_sweep.errors import UserError
+    from cifar_sweep.sweep.workers import groups, pin
+
+    assert groups([0, 1, 2, 3], per_trial=2, accelerator="gpu") == ["0,1", "2,3"]
+    assert groups([[0, 2], [1, 3]], per_trial=2, accelerator="gpu") == ["0,2", "1,3"]
+    assert groups([0, 1], per_trial=1, accelerator="gpu") == ["0", "1"]  # as before groups
+    assert groups("auto", per_trial=2, accelerator="cpu") == ["cpu"]
+    with pytest.raises(UserError, match=r"3 GPU\(s\) do not make groups of trainer.devices=2"):
+        groups([0, 1, 2], per_trial=2, accelerator="gpu")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert pin([[2, 3]], per_trial=2, accelerator="gpu") == "2,3"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "6,7"

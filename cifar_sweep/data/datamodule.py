@@ -10,7 +10,6 @@ augmented on the device as before.
 
 import logging
 import math
-from collections.abc import Callable, Iterator
 
 import lightning as L
 import torch
@@ -18,6 +17,7 @@ from torch import Tensor
 
 from cifar_sweep.data import placement, sources
 from cifar_sweep.data.augment import build_augment
+from cifar_sweep.data.batches import DeviceBatches
 from cifar_sweep.data.dataset_checks import val_count
 from cifar_sweep.errors import UserError
 
@@ -31,87 +31,6 @@ def _which(mean, std) -> str:
     if mean is None and std is None:
         return " (the training images' own, measured)"
     return " (measured where dataset.mean or dataset.std is null)"
-
-
-class DeviceBatches:
-    """An epoch of (images, labels) batches from uint8 tensors on the training device, or, with
-    `device`, from host tensors, each batch gathered on the host and copied to `device`."""
-
-    def __init__(
-        self,
-        x: Tensor,
-        y: Tensor,
-        *,
-        batch_size: int,
-        mean: Tensor,
-        std: Tensor,
-        augment: Callable | None,
-        shuffle: bool,
-        seed: int,
-        channels_last: bool,
-        drop_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-        device: torch.device | None = None,
-        rows: Tensor | None = None,
-    ):
-        self.x, self.y, self.batch_size, self.drop_last = x, y, batch_size, drop_last
-        # the split's rows of x and y (None: all), gathered batch by batch: never a whole copy
-        self.rows = None if rows is None else rows.to(x.device)
-        self.mean, self.std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
-        self.augment, self.shuffle, self.channels_last = augment, shuffle, channels_last
-        self.rank, self.world_size = rank, world_size
-        self.device = device  # None: x and y are on the training device already
-        self.generator = torch.Generator(device=device or x.device).manual_seed(seed)
-
-    def __len__(self) -> int:
-        per_rank = self._per_rank()
-        if self.drop_last:
-            return per_rank // self.batch_size
-        return math.ceil(per_rank / self.batch_size)
-
-    def _per_rank(self) -> int:
-        """This rank's images an epoch. Training: every rank the same number (a shard one short
-        repeats an image), as DDP needs the same steps on every rank; evaluation: each image
-        once, so a shard may be one shorter, and its batch count too."""
-        n, size = self._count(), self.world_size
-        return math.ceil(n / size) if self.shuffle else len(range(self.rank, n, size))
-
-    def _count(self) -> int:
-        return len(self.x) if self.rows is None else len(self.rows)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n, on = self._count(), self.generator.device
-        if self.shuffle:  # drawn on the training device either way: one data order per seed
-            order = torch.randperm(n, device=on, generator=self.generator)
-        else:
-            order = torch.arange(n, device=on)
-        if self.shuffle and n % self.world_size:  # pad to equal shards, as DistributedSampler
-            order = torch.cat([order, order[: self.world_size - n % self.world_size]])
-        order = order[self.rank :: self.world_size].to(self.x.device)  # host: one copy an epoch
-        for i in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = order[i : i + self.batch_size]
-            idx = idx if self.rows is None else self.rows[idx]
-            xb, yb = (self.x[idx], self.y[idx]) if self.device is None else self._copied(idx)
-            xb = xb.float().div_(255)
-            if self.augment is not None:
-                xb = self.augment(xb, self.generator)
-            xb = (xb - self.mean) / self.std
-            if self.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yield xb, yb
-
-    def _copied(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        """The batch gathered on the host, into pinned memory when the device is CUDA (torch's
-        pinned allocator caches its blocks and waits for the copy before reusing one), then
-        copied without blocking the host."""
-        pin = self.device.type == "cuda"
-        out = []
-        for t in (self.x, self.y):
-            batch = torch.empty((len(idx), *t.shape[1:]), dtype=t.dtype, pin_memory=pin)
-            torch.index_select(t, 0, idx, out=batch)
-            out.append(batch.to(self.device, non_blocking=pin))
-        return out[0], out[1]
 
 
 def fold_split(order: Tensor, *, folds: int, fold: int) -> tuple[Tensor, Tensor]:
@@ -248,6 +167,7 @@ class ImageDataModule(L.LightningDataModule):
             drop_last=train and self.cfg.drop_last,
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
+            epoch=lambda: trainer.current_epoch if trainer else 0,  # read as an epoch starts
             device=device if on_host else None,
             rows=rows,
         )

@@ -36,6 +36,12 @@ WORKER = PREFIX + "worker:"  # study system attribute per sweep process: its own
 MLFLOW_RUN = PREFIX + "mlflow_run"  # the trial's MLflow run id (a retry's is its first attempt's)
 MLFLOW_STUDY_RUN = PREFIX + "mlflow_study_run"  # study attribute: the study's own MLflow run id
 
+# A trial on several devices runs as processes of their own (ranks.py starts them,
+# trial_process.py is their side): rank 0 leaves its outcome in the job folder, and each rank
+# dies with the sweep process whose pid this environment variable gives.
+OUTCOME = "trial_outcome.json"
+SWEEP_PID = "CIFAR_SWEEP_TRIAL_OF"
+
 # Failure kinds. Only the CHARGED ones are the trial's fault and spend the failure budget.
 DIVERGED, ERROR = "diverged", "error"
 CHARGED = (DIVERGED, ERROR)

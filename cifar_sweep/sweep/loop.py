@@ -38,6 +38,7 @@ from cifar_sweep.sweep.contract import (
     RUNNING,
     SHARED,
     WAITING,
+    WORKER_DIED,
     classify,
     fail,
     job_batches,
@@ -192,6 +193,8 @@ class WorkerLoop:
             outcome.tell(self.study, trial, ret)
             self._ended(trial)
             frozen = private.frozen(self.study, trial)
+            if classify(frozen) == WORKER_DIED:  # a rank of its own processes died (ranks.py)
+                recovery.requeue(self.study, frozen, max_retry=self.max_retry)
             if classify(frozen) == SHARED:  # the disk, not the point: its point runs next time
                 recovery.requeue(self.study, frozen, max_retry=None)
                 raise UserError(

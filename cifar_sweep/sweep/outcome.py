@@ -27,6 +27,7 @@ from cifar_sweep.sweep.contract import (
     PRUNED,
     RETRY_OF,
     SHARED,
+    WORKER_DIED,
     classify,
     fail,
     states,
@@ -34,6 +35,10 @@ from cifar_sweep.sweep.contract import (
 from cifar_sweep.sweep.recovery import take
 
 log = logging.getLogger(__name__)
+
+
+class RankDied(Exception):
+    """A rank of a trial run as processes of its own (ranks.py) died: worker_died, retried."""
 
 
 def tell(study: optuna.Study, trial, ret: JobReturn) -> None:
@@ -76,6 +81,8 @@ def outcome(study: optuna.Study, ret: JobReturn):
     err = ret._return_value
     if isinstance(err, optuna.TrialPruned):
         return TrialState.PRUNED, None, None, None
+    if isinstance(err, RankDied):
+        return TrialState.FAIL, None, WORKER_DIED, str(err)
     if isinstance(err, SharedCauseError):
         return TrialState.FAIL, None, SHARED, str(err).splitlines()[0][:500]
     reason = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"

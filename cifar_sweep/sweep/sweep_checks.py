@@ -1,7 +1,8 @@
 """The checks of a sweep (-m), run by the sweeper before its study opens and before Optuna,
 SQLAlchemy or matplotlib load: hydra.sweeper's own values, the storage (its form, its folder, a
-server that answers, no literal password), the pruner, and every value the search space can
-draw, so a value that would fail every trial that draws it is named once, at once.
+server that answers, no literal password), the devices of a trial and of each worker, the
+pruner, and every value the search space can draw, so a value that would fail every trial that
+draws it is named once, at once.
 """
 
 import re
@@ -47,7 +48,7 @@ def check_sweep(cfg: DictConfig) -> None:
     if not is_number(rate) or not 0 <= rate <= 1:
         raise UserError(f"hydra.sweeper.max_failure_rate={rate} must be a number in [0, 1]")
     _storage(OmegaConf.to_container(sweeper, resolve=False).get("storage"), cfg.hydra.sweep.dir)
-    _one_device_per_trial(cfg.trainer)
+    _devices_per_trial(cfg)
     _pruner(cfg)
     swept = _space(cfg)
     check_objective(cfg)
@@ -58,20 +59,57 @@ def check_sweep(cfg: DictConfig) -> None:
         sources.fetch(cfg.dataset)  # a download that cannot work fails here, not in each trial
 
 
-def _one_device_per_trial(trainer: DictConfig) -> None:
-    """A trial trains on one device: Lightning starts ranks > 0 by running the command line
-    again, which in a sweep would start a second sweep. `auto` is counted as Lightning would
-    count it here, never left for Lightning to expand inside a trial."""
-    devices, count = trainer.devices, ""
+def devices_per_trial(trainer: DictConfig) -> int:
+    """The devices each trial of a sweep trains on: trainer.devices as a count, `auto` counted
+    as Lightning would count it here, never left for Lightning to expand inside a trial (where
+    a worker's pinned devices would change the answer)."""
+    devices = trainer.devices
     if devices == "auto":
-        n = auto_device_count(trainer.accelerator)
-        devices, count = n, f" ({n} devices here)"
-    if several_devices(devices):
+        return auto_device_count(trainer.accelerator)
+    if is_int(devices) and devices >= 1:
+        return devices
+    if not several_devices(devices) and devices not in (0, "0"):
+        return 1  # one device named by its index ([0]): the worker's first
+    raise UserError(
+        f"trainer.devices={devices}: a sweep takes the number of devices each trial trains on "
+        "(trainer.devices=2, or auto); which ones comes from hydra.sweeper.devices, e.g. "
+        "[[0,1],[2,3]]"
+    )
+
+
+def _devices_per_trial(cfg: DictConfig) -> None:
+    """Trials of k > 1 devices run as processes of their own (sweep/ranks.py), one at a time
+    per worker, whose ranks the worker starts itself: no batches of them, no launcher that
+    would run them elsewhere, no strategy that starts its own processes, and worker devices
+    that make whole groups of k."""
+    per_trial = devices_per_trial(cfg.trainer)
+    if per_trial == 1:
+        return
+    devices = f"trainer.devices={cfg.trainer.devices}"
+    if cfg.trainer.devices != per_trial:
+        devices += f" ({per_trial} devices here)"
+    n_jobs = cfg.hydra.sweeper.n_jobs
+    if n_jobs > 1:
         raise UserError(
-            f"trainer.devices={trainer.devices}{count}: a sweep trains each trial on one device; "
-            "to use several, run one trial on each: hydra.sweeper.workers=N "
-            "hydra.sweeper.devices=[0,1,..]"
+            f"hydra.sweeper.n_jobs={n_jobs} with {devices}: a trial on several devices runs "
+            f"as processes of its own; run {n_jobs} at once with hydra.sweeper.workers={n_jobs}"
         )
+    launcher = OmegaConf.select(cfg, "hydra.launcher._target_", default="") or ""
+    if not launcher.endswith(".BasicLauncher"):
+        option = OmegaConf.select(cfg, "hydra.runtime.choices.hydra/launcher", default=launcher)
+        raise UserError(
+            f"hydra/launcher={option} with {devices}: a worker starts each trial's ranks "
+            "itself; under SLURM, submit examples/slurm/sweep.sbatch (one task per group)"
+        )
+    strategy = str(cfg.trainer.strategy)
+    if any(word in strategy for word in ("spawn", "fork", "notebook")):
+        raise UserError(
+            f"trainer.strategy={strategy} with {devices}: the sweep starts a trial's ranks "
+            "itself; use trainer.strategy=ddp (or auto)"
+        )
+    from cifar_sweep.sweep.workers import groups
+
+    groups(cfg.hydra.sweeper.devices, per_trial=per_trial, accelerator=cfg.trainer.accelerator)
 
 
 def auto_device_count(accelerator: str) -> int:
@@ -121,6 +159,11 @@ def _space(cfg: DictConfig) -> list[str]:
         if not override.is_sweep_override():
             continue
         key = override.get_key_element().lstrip("+~")
+        if key == "trainer.devices":
+            raise UserError(
+                "trainer.devices cannot be swept: the workers share the devices out once, in "
+                "groups of one size; run one sweep per device count"
+            )
         swept.append(key)
         for value in _sweep_values(key, override.value()):
             _swept_value(cfg, key, value)

@@ -4,10 +4,10 @@ What changes (each a measured problem of the stock sweeper): jobs get their tria
 and `optuna.TrialPruned` is recorded PRUNED; NaN, exceptions and out-of-memory are FAIL with a
 reason, within a failure budget; `n_trials` counts the study's finished trials, so a rerun or a
 second worker continues the same study; `workers` starts asynchronous worker processes pinned to
-devices (workers); trials of dead workers are failed and retried at once where their process
-can be seen, after heartbeats elsewhere (recovery, ownership), which jobs beat as they progress;
-known points and earlier studies seed the study (warm_start); job folders are trial numbers; one
-report is written at the end.
+devices (workers), a trial on several devices as processes of their own (ranks); trials of dead
+workers are failed and retried at once where their process can be seen, after heartbeats elsewhere
+(recovery, ownership), which jobs beat as they progress; known points and earlier studies seed the
+study (warm_start); job folders are trial numbers; one report is written at the end.
 Search-space parsing, the custom search space and trial configuration are the library's.
 """
 
@@ -31,7 +31,9 @@ from cifar_sweep.instantiate import build
 from cifar_sweep.sweep import contract, slurm, warm_start, workers
 from cifar_sweep.sweep.contract import states
 from cifar_sweep.sweep.loop import WorkerLoop
+from cifar_sweep.sweep.ranks import Ranks
 from cifar_sweep.sweep.storage import masked, open_storage, pruner
+from cifar_sweep.sweep.sweep_checks import devices_per_trial
 from cifar_sweep.trackers.where import looks_with_tensorboard, where_logged
 
 log = logging.getLogger(__name__)
@@ -59,9 +61,9 @@ def tracked_study(config, study: optuna.Study, space: dict, sampler, *, launchin
     return open_study_runs(config, study, space=space, sampler=sampler, launching=launching)
 
 
-def pinned(devices) -> str:
+def pinned(devices, *, per_trial: int, accelerator: str) -> str:
     """workers.pin, and a warning when the device named is a GPU this machine does not have."""
-    device = workers.pin(devices)
+    device = workers.pin(devices, per_trial=per_trial, accelerator=accelerator)
     if device not in ("auto", "cpu"):
         import torch
 
@@ -182,7 +184,15 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         done = False
         try:
             if self.workers > 1:
-                workers.run(self.config, self.workers, self.devices)
+                trainer = self.config.trainer
+                per_trial = devices_per_trial(trainer)
+                workers.run(
+                    self.config,
+                    self.workers,
+                    self.devices,
+                    per_trial=per_trial,
+                    accelerator=trainer.accelerator,
+                )
             else:
                 loop_args = (the_study, n_trials, grid_size, names, space, fixed, fixed_overrides)
                 self._loop(*loop_args, runs=runs)
@@ -197,19 +207,25 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         launching = not workers.started_by_a_sweep()
         task = slurm.array_task()
         worker = self.worker if self.worker is not None else task or 0
+        per_trial = devices_per_trial(self.config.trainer)
+        accelerator = self.config.trainer.accelerator
+        if per_trial > 1:  # each trial as processes of its own, one per device
+            launch = Ranks(config=self.config, per_trial=per_trial)
+        else:
+            launch = slurm.launch_cancelling(self.launcher)
         WorkerLoop(
             study=study,
             n_trials=n_trials,
             n_jobs=self.n_jobs,
             grid=bool(grid_size),
             failure_budget=self.max_failure_rate * n_trials,
-            launch=slurm.launch_cancelling(self.launcher),
+            launch=launch,
             overrides=lambda trials: self._configure_trials(trials, space, fixed, fixed_overrides),
             names=names,
             **self.heartbeat,
             max_retry=self.max_retry,
             worker=worker,
-            device=pinned(self.devices),
+            device=pinned(self.devices, per_trial=per_trial, accelerator=accelerator),
             label="" if launching and task is None else f"worker {worker}: ",
             sweep_dir=self.config.hydra.sweep.dir,
             runs=runs,

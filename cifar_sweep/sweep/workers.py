@@ -1,11 +1,13 @@
-"""Worker processes: the launching process starts N copies of the sweep, each on its device.
+"""Worker processes: the launching process starts N copies of the sweep, each on its devices.
 
-A worker is the same command with `workers=1`, its own index and one device: it asks the study
-for its next trial as soon as its last one ends, with no batch barrier. Workers take the
-devices round-robin (more workers than GPUs share one) and an equal share of the CPU cores. The
-launching process waits for them all; Ctrl-C in the terminal reaches every worker (one process
-group), and each records its interrupted trial before it exits. A SIGTERM sent to the launching
-process alone is passed on to the workers, which stop as loop.py says.
+A worker is the same command with `workers=1`, its own index and one device, or one group of
+`trainer.devices=k` devices when each trial trains on k (its trials run as processes of their own:
+ranks.py): it asks the study for its next trial as soon as its last one ends, with no batch
+barrier. Workers take the devices (groups) round-robin (more workers than GPUs share one) and an
+equal share of the CPU cores. The launching process waits for them all; Ctrl-C in the terminal
+reaches every worker (one process group), and each records its interrupted trial before it exits. A
+SIGTERM sent to the launching process alone is passed on to the workers, which stop as loop.py
+says.
 """
 
 import logging
@@ -46,25 +48,64 @@ def device_ids(devices) -> list[str]:
     return [str(d) for d in devices]
 
 
-def pin(devices) -> str:
-    """In a worker given one device: make it the only visible CUDA device (before torch starts
-    CUDA); return the device's label for the trials' records."""
+def groups(devices, *, per_trial: int, accelerator: str) -> list[str]:
+    """The devices workers take, one entry per trial at a time: "0" or "cpu" when each trial
+    trains on one device; with `per_trial` = k > 1, groups of k as labels ("0,1"): explicit
+    groups as given (`[[0,1],[2,3]]`), a flat list (auto: every visible GPU) cut in order."""
+    if per_trial > 1 and devices == "auto" and accelerator == "cpu":
+        return ["cpu"]  # CPU ranks: no device to share out
+    nested = isinstance(devices, list | ListConfig) and any(
+        isinstance(d, list | ListConfig) for d in devices
+    )
+    if not nested:
+        ids = device_ids(devices)
+        if per_trial == 1:
+            return ids
+        gpus = [d for d in ids if d != "cpu"]
+        if len(gpus) % per_trial:
+            shown = devices if devices == "auto" else f"[{', '.join(ids)}]"
+            raise UserError(
+                f"hydra.sweeper.devices={shown}: {len(gpus)} GPU(s) do not make groups of "
+                f"trainer.devices={per_trial}; give a multiple of {per_trial} devices, or the "
+                "groups themselves: hydra.sweeper.devices=[[0,1],[2,3]]"
+            )
+        cut = [",".join(gpus[i : i + per_trial]) for i in range(0, len(gpus), per_trial)]
+        return cut + ["cpu"] * (len(ids) - len(gpus))
+    found = []
+    for group in devices:
+        ids = device_ids(group if isinstance(group, list | ListConfig) else [group])
+        if len(ids) != per_trial and ids != ["cpu"]:
+            raise UserError(
+                f"hydra.sweeper.devices: the group [{', '.join(ids)}] has {len(ids)} "
+                f"device(s), but each trial trains on trainer.devices={per_trial}"
+            )
+        found.append(",".join(ids))
+    return found
+
+
+def pin(devices, *, per_trial: int, accelerator: str) -> str:
+    """In a worker given one device, or one group: make those the only visible CUDA devices
+    (before torch starts CUDA); return their label for the trials' records."""
     if devices == "auto":
         return os.environ.get("CUDA_VISIBLE_DEVICES", "auto")
-    ids = device_ids(devices)
-    if len(ids) != 1:
+    labels = groups(devices, per_trial=per_trial, accelerator=accelerator)
+    if len(labels) != 1:
+        what = "device" if per_trial == 1 else f"group of {per_trial} devices"
         raise UserError(
-            f"hydra.sweeper.devices={ids}: one process takes one device; "
+            f"hydra.sweeper.devices={labels}: one process takes one {what}; "
             "set hydra.sweeper.workers to use several"
         )
-    device = ids[0]
+    label = labels[0]
     visible = given()
-    if device == "cpu":
+    if label == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    else:  # an index among the devices this process was given
-        check_given([device])
-        os.environ["CUDA_VISIBLE_DEVICES"] = visible[int(device)] if visible else device
-    return device
+    else:  # indices among the devices this process was given
+        ids = label.split(",")
+        check_given(ids)
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(
+            visible[int(d)] if visible else d for d in ids
+        )
+    return label
 
 
 def given() -> list[str] | None:
@@ -93,8 +134,8 @@ def started_by_a_sweep() -> bool:
 
 def command(config: DictConfig, worker: int, device: str) -> list[str]:
     """This process's own command line again (`sys.orig_argv`: the module or script, every flag
-    and override), as worker `worker` on `device`, in the same sweep folder. Overrides added
-    at the end win: Hydra keeps an override's last value."""
+    and override), as worker `worker` on `device` (a group "0,1": the list [0,1]), in the same
+    sweep folder. Overrides added at the end win: Hydra keeps an override's last value."""
     return [
         sys.executable,
         *sys.orig_argv[1:],
@@ -105,10 +146,10 @@ def command(config: DictConfig, worker: int, device: str) -> list[str]:
     ]
 
 
-def run(config: DictConfig, workers: int, devices) -> None:
+def run(config: DictConfig, workers: int, devices, *, per_trial: int, accelerator: str) -> None:
     """Start `workers` worker processes and wait for them all."""
-    ids = device_ids(devices)
-    check_given(ids)  # before any worker starts
+    ids = groups(devices, per_trial=per_trial, accelerator=accelerator)
+    check_given([d for label in ids for d in label.split(",")])  # before any worker starts
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     threads = str(max(1, (cores or 1) // workers))  # each worker's share of the cores
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, PARENT: "1"}
