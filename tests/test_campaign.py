@@ -59,6 +59,7 @@ def entry(device: str, **figures) -> dict:
     }
 
 
+@pytest.mark.slow  # moved to slow to keep the default run under 3 minutes; CI runs it
 def test_a_later_run_measures_only_the_missing_stage_and_writes_only_under_out(
     tmp_path: Path, capsys
 ):
@@ -130,6 +131,7 @@ def test_render_writes_the_gpu_section_from_a_results_file_and_replaces_it(tmp_p
     assert "CIFAR-10 (JPEG q75 copy)" in section
 
 
+@pytest.mark.slow  # moved to slow to keep the default run under 3 minutes; CI runs it
 def test_an_unknown_stage_is_one_line_naming_the_stages():
     done = campaign("--stages=s9")
     assert done.returncode != 0 and done.stderr.startswith(

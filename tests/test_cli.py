@@ -381,6 +381,7 @@ def test_hydra_full_error_still_shows_the_whole_traceback(i: int, results: dict)
     assert FULL_ERROR[i][1] in result.stderr
 
 
+@pytest.mark.slow  # moved to slow to keep the default run under 3 minutes; CI runs it
 def test_ctrl_c_in_a_run_prints_one_line_and_exits_130(tmp_path: Path):
     out = tmp_path / "run"
     cmd = [*command(["trainer.max_epochs=500"], tmp_path), f"hydra.run.dir={out}"]

@@ -87,6 +87,7 @@ def test_a_finite_training_loss_above_max_loss_is_diverged(gray_tree: Path, tmp_
         train(compose_cfg(*over, "trainer.max_epochs=1", "trainer.max_loss=null"), tmp_path / "r")
 
 
+@pytest.mark.slow  # moved to slow to keep the default run under 3 minutes; CI runs it
 def test_the_last_check_fails_a_nan_test_loss_in_a_repeated_run_without_validation(
     gray_tree: Path, tmp_path: Path
 ):

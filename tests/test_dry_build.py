@@ -56,6 +56,7 @@ def test_a_constructor_mistake_is_one_line_naming_its_group_and_keys(args, group
     assert not (tmp_path / "run" / "tb").exists()  # refused before the trainer logged anything
 
 
+@pytest.mark.slow  # moved to slow to keep the default run under 3 minutes; CI runs it
 def test_the_command_line_prints_the_issue_example_as_one_line(tmp_path):
     cmd = [sys.executable, "-m", "cifar_sweep"]
     args = tiny(["optimizer.momentum=0", f"hydra.run.dir={tmp_path / 'run'}"])

@@ -239,6 +239,7 @@ def test_a_stalled_job_is_failed_and_retried_and_its_late_result_is_kept(tmp_pat
     assert late.state == TrialState.COMPLETE and late.value == 0.5 and late.params == first.params
 
 
+@pytest.mark.slow  # moved to slow to keep the default run under 3 minutes; CI runs it
 def test_sigterm_between_trials_ends_the_worker_without_asking_for_another(tmp_path, url):
     done = run_worker(tmp_path, url, "loop-term_after_tell", 600, "3")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -48,6 +48,7 @@ def test_splits_over_the_budget_train_from_host_memory_to_the_same_result(tmp_pa
     assert metrics(tmp_path / "auto") == metrics(tmp_path / "device")
 
 
+@pytest.mark.slow  # moved to slow to keep the default run under 3 minutes; CI runs it
 def test_device_placement_that_cannot_fit_fails_in_one_line_naming_the_keys(tmp_path: Path):
     result = run_cli(
         "dataset.placement=device",

@@ -12,6 +12,7 @@ from conftest import run_cli, sweep
 from cifar_sweep import compare
 
 
+@pytest.mark.slow  # moved to slow to keep the default run under 3 minutes; CI runs it
 def test_a_limited_test_set_gives_one_answer_in_metrics_and_the_report(tmp_path: Path):
     out = tmp_path / "run"
     result = run_cli(

@@ -170,7 +170,10 @@ def saved_best_score(checkpoint: Path) -> float:
     return float(state["best_model_score"])
 
 
-@pytest.mark.parametrize("elsewhere", ["retried", "moved"])
+@pytest.mark.parametrize(
+    "elsewhere",
+    ["retried", pytest.param("moved", marks=pytest.mark.slow)],  # slow: CI runs it
+)
 def test_a_resume_in_another_folder_tests_the_best_epoch_of_the_run_it_goes_on_from(
     tmp_path: Path, elsewhere: str
 ):

@@ -38,6 +38,7 @@ def folder_cfg(root: Path, tmp_path: Path, *overrides: str):
     ).dataset
 
 
+@pytest.mark.slow  # moved to slow to keep the default run under 3 minutes; CI runs it
 def test_a_grayscale_first_image_leaves_an_rgb_tree_rgb_and_is_named(tmp_path: Path):
     tree = rgb_tree(tmp_path / "tree", per_class=20, side=16, gray_first=True)
     result = run_cli(

@@ -145,6 +145,7 @@ def test_joblib_launcher_runs_trials_in_parallel_processes(tmp_path: Path):
     assert all(t.intermediate_values for t in s.trials)  # reported from the worker processes
 
 
+@pytest.mark.slow  # moved to slow to keep the default run under 3 minutes; CI runs it
 def test_multi_objective_study_reports_a_pareto_front(tmp_path: Path):
     sweep(tmp_path, "sweeper=nsgaii", "hydra.sweeper.n_trials=3", "hydra.sweeper.plots=true")
     s = study(tmp_path)

@@ -98,6 +98,7 @@ def test_a_queued_point_of_a_full_study_says_it_waits(tmp_path: Path):
     assert "enqueue[0]={'optimizer.lr': 0.05} waits: the study already holds" in out(result)
 
 
+@pytest.mark.slow  # moved to slow to keep the default run under 3 minutes; CI runs it
 def test_a_best_trial_copied_by_a_warm_start_says_so(tmp_path: Path):
     space = "optimizer.lr=interval(0.04, 0.06)"
     sweep(tmp_path, space, "hydra.sweeper.n_trials=1", "trainer.max_epochs=2", "name=first")
