@@ -309,3 +309,44 @@ def test_two_workers_share_the_embedded_mlflow_store_made_once_by_the_sweep(tmp_
         assert steps(uri, runs[f"trial-{n:04d}"], "val/acc") == [0, 1]
     experiment = client.get_experiment_by_name(s.study_name)
     assert experiment.artifact_location == (tmp_path / "mlartifacts").as_uri()
+
+
+@pytest.mark.slow  # a real sweep of 6 tiny trials with promotions: about 30 s; CI runs it
+def test_a_promoted_trial_goes_on_in_the_mlflow_run_of_the_trial_it_was_paused_as(tmp_path: Path):
+    """pruner=asha_promote: a paused trial's point goes on in a later trial, and in MLflow in the
+    same run, so each point is one curve with every epoch logged once."""
+    from cifar_sweep.sweep.contract import PROMOTED_FROM, point_of
+
+    lrs = [0.05, 0.01, 1e-6, 2e-6, 3e-6, 4e-6]  # test_asha's: two of them paused, then promoted
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    points = ", ".join(f"{{optimizer.lr: {lr}}}" for lr in lrs)
+    sweep(
+        tmp_path,
+        "model=tiny_cnn",
+        "model.channels=[8]",
+        "model.hidden=16",
+        "sweeper=random",
+        "optimizer.lr=tag(log, interval(1e-6, 0.1))",
+        f"hydra.sweeper.enqueue=[{points}]",
+        "pruner=asha_promote",
+        "hydra.sweeper.pruner.reduction_factor=2",
+        f"hydra.sweeper.n_trials={len(lrs)}",
+        "trainer.max_epochs=4",
+        "logger=mlflow",
+        f"logger.mlflow.tracking_uri={uri}",
+    )
+    s = study(tmp_path)
+    promoted = [t for t in s.trials if PROMOTED_FROM in t.user_attrs]
+    assert promoted, "no paused trial earned its place (the tiny set's curves changed?)"
+    for t in promoted:
+        assert (
+            t.user_attrs[MLFLOW_RUN] == s.trials[t.user_attrs[PROMOTED_FROM]].user_attrs[MLFLOW_RUN]
+        )
+    runs = mlflow_runs(uri, s.study_name)
+    assert len(runs) == 1 + len(lrs)  # the study's, and one per configuration
+    for point in {point_of(t) for t in s.trials}:
+        last = max((t for t in s.trials if point_of(t) == point), key=lambda t: t.number)
+        [run] = [r for r in runs.values() if r.info.run_id == last.user_attrs[MLFLOW_RUN]]
+        assert run.info.run_name == f"trial-{last.number:04d}"
+        assert steps(uri, run, "val/acc") == list(range(last.last_step + 1))  # each epoch once

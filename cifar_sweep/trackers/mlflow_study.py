@@ -27,6 +27,7 @@ from cifar_sweep.sweep.contract import (
     MLFLOW_STUDY_RUN,
     OBJECTIVE,
     OWNER,
+    PROMOTED_FROM,
     RETRY_OF,
     classify,
     objective_names,
@@ -52,15 +53,17 @@ class StudyRuns:
         self.experiment_id = client.get_run(parent).info.experiment_id
 
     def start(self, trial: optuna.trial.Trial) -> None:
-        """The trial's run, made, or for a retry its first attempt's, named after this trial
-        and RUNNING again (one curve, not two); the trial keeps its id for its job."""
-        earlier = trial.user_attrs.get(RETRY_OF)
-        run_id = None
-        if earlier is not None:
-            run_id = self.study.get_trials(deepcopy=False)[earlier].user_attrs.get(MLFLOW_RUN)
+        """The trial's run, made, or for a retry or a promotion the run of the trial it goes
+        on from, named after this trial and RUNNING again (one curve, not two); the trial keeps
+        its id for its job."""
+        how = {"retry_of": RETRY_OF, "promoted_from": PROMOTED_FROM}
         tags = {"trial": str(trial.number), "state": "RUNNING", **where(trial.user_attrs)}
-        if earlier is not None:
-            tags["retry_of"] = str(earlier)
+        run_id = None
+        for tag, key in how.items():
+            earlier = trial.user_attrs.get(key)
+            if earlier is not None:
+                trials = self.study.get_trials(deepcopy=False)
+                run_id, tags[tag] = trials[earlier].user_attrs.get(MLFLOW_RUN), str(earlier)
         name = trial_run_name(trial.number)
         if run_id is None:
             run = retried(

@@ -1,10 +1,10 @@
 """A job's W&B runs: which run a trial, seed, fold or single run logs into, and its end.
 
 The run id derives from what the run is, so a run that goes on continues its W&B run
-(`resume="allow"`, WandbLogger's own): a trial's from its study and its first attempt's number
-(a retry is a new trial), a single run's from its folder (`resume=` runs there again). One
-process runs trial after trial, and W&B keeps one current run per process, so each ends with
-`wandb.finish()` (a WandbLogger would otherwise take over the previous trial's run).
+(`resume="allow"`, WandbLogger's own): a trial's from its study and its point's first trial (a
+retry or a promotion is a new trial), a single run's from its folder (`resume=` runs there
+again). One process runs trial after trial, and W&B keeps one current run per process, so each
+ends with `wandb.finish()` (a WandbLogger would otherwise take over the previous trial's run).
 """
 
 import hashlib
@@ -14,16 +14,12 @@ from pathlib import Path
 import optuna
 from omegaconf import DictConfig
 
-from cifar_sweep.sweep.contract import RETRY_OF
+from cifar_sweep.sweep.contract import point_of
 
 
 def first_attempt(trial: optuna.trial.Trial) -> int:
-    """The number of the trial whose point `trial` retries, through every retry."""
-    trials = trial.study.get_trials(deepcopy=False)
-    number = trial.number
-    while (earlier := trials[number].user_attrs.get(RETRY_OF)) is not None:
-        number = earlier
-    return number
+    """The number of the first trial of `trial`'s point, through every retry and promotion."""
+    return point_of(trial.study.get_trials(deepcopy=False)[trial.number])
 
 
 def fill(node: DictConfig, *, name: str, trial, out_dir: Path) -> None:
