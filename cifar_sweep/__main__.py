@@ -64,8 +64,9 @@ def checked_run(cfg: DictConfig, hc, out_dir: Path) -> float | list[float]:
         callbacks = pruning_callbacks(cfg, trial)
         single = not job  # a final run gets the evaluation report; trials do not
         beats = heartbeat_callbacks(trial, hc.sweeper)
+        changed = changed_values_callbacks(cfg)
         with tracked(cfg, trial=trial, out_dir=out_dir) as run_cfg:  # logged into its runs
-            metrics = fit(run_cfg, out_dir, [*callbacks, *beats], evaluate=single)
+            metrics = fit(run_cfg, out_dir, [*callbacks, *changed, *beats], evaluate=single)
             for callback in callbacks:
                 callback.raise_if_pruned()
             value = objective(metrics, cfg.objective)
@@ -155,6 +156,16 @@ def pruning_callbacks(cfg: DictConfig, trial) -> list:
     from cifar_sweep.sweep.pruning import ReportToTrial
 
     return [ReportToTrial(trial, monitor=cfg.objective)]
+
+
+def changed_values_callbacks(cfg: DictConfig) -> list:
+    """A PBT interval's own values set on the optimizer its checkpoint restores (on every rank)."""
+    changes = list((cfg.get("trial") or {}).get("changes") or [])
+    if not changes:
+        return []
+    from cifar_sweep.sweep.changes import SetChangedValues
+
+    return [SetChangedValues(cfg.optimizer, changes)]
 
 
 def heartbeat_callbacks(trial, sweeper) -> list:

@@ -6,14 +6,16 @@ both are whole; a resume reads them in that order and says in one line which it 
 Each holds what Lightning restores (model, optimizer, scheduler, loops, callbacks' counters),
 the data order and augmentation generator and the global RNGs (ImageDataModule.state_dict), and
 the run's config as written (`auto` undecided, so a retry on another kind of device is the same
-run), so a resumed run with a different config is refused instead of silently mixing two.
+run), so a resumed run with a different config is refused instead of silently mixing two
+(but for the keys a PBT interval changes, `trial.changes`).
 Once training has ended (its last epoch, or a stop: early stopping, the pruner), last.ckpt is
 written once more with the fit's metrics, epochs and best checkpoint: a resume of that run trains
 nothing and goes straight to testing, as a run killed while testing needs; one the pruner
-stopped goes on with its remaining epochs (an ASHA promotion).
+stopped goes on with its remaining epochs (an ASHA promotion, a PBT interval).
 """
 
 import contextlib
+import copy
 import logging
 import os
 import shutil
@@ -197,8 +199,26 @@ def _read(folder: Path) -> tuple[dict | None, Path | None, dict[Path, str]]:
     return None, None, unreadable
 
 
+def _without(config: dict, keys) -> dict:
+    """`config` without the dotted `keys` (a copy)."""
+    config = copy.deepcopy(config)
+    for key in keys:
+        *path, last = key.split(".")
+        node = config
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return config
+
+
 def _refuse_another_config(cfg: DictConfig, saved: dict) -> None:
-    differs = _first_difference(saved.get(CONFIG, {}), _comparable(cfg))
+    """An error naming the first key that differs from the checkpoint's config, but for those a
+    PBT interval changes (`trial.changes`: its explored values, set on the optimizer itself)."""
+    changes = list(OmegaConf.select(cfg, "trial.changes", default=None) or [])
+    differs = _first_difference(
+        _without(saved.get(CONFIG, {}), changes), _without(_comparable(cfg), changes)
+    )
     if differs:
         raise UserError(
             f"resume={cfg.resume}: the run there had another config: {differs}; "

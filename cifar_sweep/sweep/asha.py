@@ -25,7 +25,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from cifar_sweep.errors import UserError
 from cifar_sweep.sweep import optuna_private as private
-from cifar_sweep.sweep.contract import PAUSED, POINT, PROMOTED_FROM, classify, point_of
+from cifar_sweep.sweep.contract import (
+    LIVE,
+    PAUSED,
+    POINT,
+    PROMOTED_FROM,
+    RUN_DIR,
+    classify,
+    point_of,
+)
 from cifar_sweep.sweep.recovery import queue_once
 
 log = logging.getLogger(__name__)
@@ -115,6 +123,18 @@ def queue(study: optuna.Study, paused: FrozenTrial, folder: str) -> bool:
             study.pruner.eta,
         )
     return queued
+
+
+def to_ask(study: optuna.Study, *, n_jobs: int, n_trials: int) -> int:
+    """With promotions (pruner.promote): the trials the worker loop asks for now. A paused
+    trial that has earned it goes on first (queued, so ask() takes it); else new points until
+    the study holds n_trials configurations, its points' segments counted once."""
+    paused = study.pruner.promotion(study)
+    if paused is not None and queue(study, paused, paused.user_attrs[RUN_DIR]):
+        return 1
+    if any(PROMOTED_FROM in t.user_attrs for t in study.get_trials(states=(TrialState.WAITING,))):
+        return 1  # queued by another worker a moment ago
+    return min(n_jobs, n_trials - points(study, LIVE))
 
 
 def points(study: optuna.Study, classes) -> int:

@@ -32,6 +32,13 @@ RESUME = PREFIX + "resume"  # on a queued retry: the job folder whose last.ckpt 
 POINT = PREFIX + "point"  # on a retry or promotion: the number of its point's first trial
 PAUSED = PREFIX + "paused"  # on a trial ASHA paused (pruner.promote): the epochs of its rung
 PROMOTED_FROM = PREFIX + "promoted_from"  # on a promotion: the paused trial it goes on from
+PBT_MEMBER = PREFIX + "pbt_member"  # on a PBT interval (sweeper=pbt): its member, 0-based
+PBT_GENERATION = PREFIX + "pbt_generation"  # on a PBT interval: its member's intervals before it
+PBT_PARENT = PREFIX + "pbt_parent"  # on a PBT interval: the trial whose checkpoint it goes on from
+PBT_NEXT = (
+    PREFIX + "pbt_next"
+)  # on a PBT interval that ended: {parent, params, exploit} of the next
+LINEAGE = (PBT_MEMBER, PBT_GENERATION, PBT_PARENT)  # what a retry of a PBT interval keeps
 WORKER = PREFIX + "worker:"  # study system attribute per sweep process: its owner record, or None
 MLFLOW_RUN = PREFIX + "mlflow_run"  # the trial's MLflow run id (a retry's is its first attempt's)
 MLFLOW_STUDY_RUN = PREFIX + "mlflow_study_run"  # study attribute: the study's own MLflow run id
@@ -107,13 +114,16 @@ def quoted(value: str) -> str:
 
 def trial_overrides(study_name: str, trial: optuna.trial.Trial) -> list[str]:
     """What the sweeper adds to a job's overrides so the job can find its trial, and, for a
-    retry of a stopped trial, the folder whose last finished epoch it goes on from."""
+    retry of a stopped trial, the folder whose last finished epoch it goes on from; for a PBT
+    interval, the keys whose values may differ from that checkpoint's (`trial.changes`)."""
     resume = trial.user_attrs.get(RESUME)
+    changes = sorted(trial.params) if resume and PBT_MEMBER in trial.user_attrs else []
     return [
         f"+trial.study={study_name}",
         f"+trial.id={trial_id(trial)}",
         f"+trial.number={trial.number}",
         *([f"resume={quoted(resume)}"] if resume else []),
+        *([f"+trial.changes=[{','.join(map(quoted, changes))}]"] if changes else []),
     ]
 
 

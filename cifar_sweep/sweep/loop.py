@@ -19,7 +19,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from cifar_sweep.errors import UserError
-from cifar_sweep.sweep import asha, outcome, ownership, recovery
+from cifar_sweep.sweep import asha, outcome, ownership, pbt_schedule, recovery
 from cifar_sweep.sweep import optuna_private as private
 from cifar_sweep.sweep.asha import ASHAPruner
 from cifar_sweep.sweep.contract import (
@@ -31,6 +31,8 @@ from cifar_sweep.sweep.contract import (
     JOB_BEATS,
     LIVE,
     NOT_RUN,
+    PBT_MEMBER,
+    PBT_PARENT,
     PROMOTED_FROM,
     RESUME,
     RETRY_OF,
@@ -47,6 +49,7 @@ from cifar_sweep.sweep.contract import (
     states,
     trial_overrides,
 )
+from cifar_sweep.sweep.pbt import PBTPruner
 
 log = logging.getLogger(__name__)
 STOPS = (signal.SIGINT, signal.SIGTERM)
@@ -129,7 +132,9 @@ class WorkerLoop:
                 return  # a failed point counts as visited: its queued retry still runs
             todo = min(self.n_jobs, self.n_trials - finished - running)
             if isinstance(study.pruner, ASHAPruner) and study.pruner.promote:
-                todo = self._promote_or_count(study)
+                todo = asha.to_ask(study, n_jobs=self.n_jobs, n_trials=self.n_trials)
+            if isinstance(study.pruner, PBTPruner):  # its intervals, queued
+                todo = pbt_schedule.to_ask(study, n_jobs=self.n_jobs)
             if todo <= 0:
                 if running:
                     elsewhere = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -207,26 +212,15 @@ class WorkerLoop:
                     f"changes: {frozen.user_attrs[FAIL_REASON]}"
                 )
 
-    def _promote_or_count(self, study: optuna.Study) -> int:
-        """With ASHA's promotions (pruner.promote): the trials to ask for now. A paused trial
-        that has earned it goes on first (queued, so ask() takes it); else new points until the
-        study holds n_trials configurations, its points' segments counted once."""
-        paused = study.pruner.promotion(study)
-        if paused is not None and asha.queue(study, paused, paused.user_attrs[RUN_DIR]):
-            return 1
-        if any(
-            PROMOTED_FROM in t.user_attrs for t in study.get_trials(states=(TrialState.WAITING,))
-        ):
-            return 1  # queued by another worker a moment ago
-        return min(self.n_jobs, self.n_trials - asha.points(study, LIVE))
-
     def _prepare(self, trial) -> None:
-        """Record the trial's job folder; a retry or promotion that goes on from an earlier
-        run's last epoch gets that run's reported values, so the pruner sees the whole curve."""
+        """Record the trial's job folder; a retry, promotion or PBT interval that goes on from an
+        earlier run's last epoch gets that run's reported values, so the pruner sees the whole
+        curve."""
         if self.sweep_dir is not None:
             folder = str(job_dir(self.sweep_dir, trial.number))
             private.set_user_attr(self.study, trial, RUN_DIR, folder)
-        source = trial.user_attrs.get(RETRY_OF, trial.user_attrs.get(PROMOTED_FROM))
+        attrs = trial.user_attrs  # a retry's, a promotion's or a PBT interval's source
+        source = attrs.get(RETRY_OF, attrs.get(PROMOTED_FROM, attrs.get(PBT_PARENT)))
         if trial.user_attrs.get(RESUME) and source is not None:
             earlier = self.study.get_trials(deepcopy=False)[source]
             for step, value in sorted(earlier.intermediate_values.items()):
@@ -284,13 +278,16 @@ def _ran(t: optuna.trial.FrozenTrial) -> bool:
 def drop_surplus(study: optuna.Study, trials: Sequence, n_trials: int) -> list:
     """Trials that workers asked for at the same moment can overshoot n_trials: the one with the
     higher number (numbers are given out by the storage, atomically) steps back. A segment of a
-    point the study holds already (an ASHA promotion) is never surplus."""
+    point the study holds already (an ASHA promotion) is never surplus; under PBT, a trial is
+    surplus when it is none of the intervals PBT queued."""
     live = [t for t in study.get_trials(deepcopy=False) if classify(t) in LIVE]
     keep = []
     for t in trials:
         before = {point_of(x) for x in live if x.number < t.number}
         frozen = private.frozen(study, t)
-        if point_of(frozen) not in before and len(before) >= n_trials:
+        if isinstance(study.pruner, PBTPruner) and PBT_MEMBER not in frozen.user_attrs:
+            fail(study, t, NOT_RUN, pbt_schedule.STRAY)  # PBT runs only the intervals it queued
+        elif point_of(frozen) not in before and len(before) >= n_trials:
             fail(study, t, NOT_RUN, SURPLUS)
         else:
             keep.append(t)

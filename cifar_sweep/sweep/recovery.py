@@ -24,6 +24,7 @@ from cifar_sweep.sweep import optuna_private as private
 from cifar_sweep.sweep.contract import (
     FAIL_KIND,
     FAIL_REASON,
+    LINEAGE,
     NOT_RUN,
     OWNER,
     POINT,
@@ -94,6 +95,7 @@ def requeue(study: optuna.Study, t: optuna.trial.FrozenTrial, *, max_retry: int 
     if not (folder and any((Path(folder) / "checkpoints").glob("*.ckpt"))):
         folder = t.user_attrs.get(RESUME)  # ...or, stopped before its first epoch, its own's
     attrs = {RETRY_OF: t.number, RETRIES: retries, POINT: point_of(t)}
+    attrs |= {k: t.user_attrs[k] for k in LINEAGE if k in t.user_attrs}  # a PBT interval's
     return queue_once(study, t, attrs, key=RETRY_OF, resume=folder)
 
 

@@ -152,7 +152,10 @@ def sweeper_storage(sweeper: DictConfig, url: str | None = None):
 
 def pruner(sweeper: DictConfig) -> optuna.pruners.BasePruner:
     """The pruner that `hydra.sweeper.pruner` configures; null means no pruning (Optuna's own
-    default for no pruner would be a MedianPruner)."""
+    default for no pruner would be a MedianPruner). With `hydra.sweeper.pbt` (sweeper=pbt),
+    PBT's, which ends each interval of a member (pbt.py; the checks refuse another pruner)."""
+    if sweeper.get("pbt"):
+        return build(sweeper.pbt)
     return build(sweeper.pruner) if sweeper.pruner else optuna.pruners.NopPruner()
 
 

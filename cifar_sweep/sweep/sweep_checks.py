@@ -1,8 +1,8 @@
 """The checks of a sweep (-m), run by the sweeper before its study opens and before Optuna,
 SQLAlchemy or matplotlib load: hydra.sweeper's own values, the storage (its form, its folder, a
 server that answers, no literal password), the devices of a trial and of each worker, the
-pruner, and every value the search space can draw, so a value that would fail every trial that
-draws it is named once, at once.
+pruner, PBT's keys (pbt_checks), and every value the search space can draw, so a value that
+would fail every trial that draws it is named once, at once.
 """
 
 import re
@@ -21,6 +21,7 @@ from cifar_sweep.checks import (
 )
 from cifar_sweep.config_dir import CONF
 from cifar_sweep.errors import UserError, did_you_mean
+from cifar_sweep.sweep.pbt_checks import check_pbt
 
 SWEEPER_VALUES = {
     "heartbeat_s": ("an integer > 0 (seconds)", lambda v: is_int(v) and v > 0),
@@ -51,6 +52,7 @@ def check_sweep(cfg: DictConfig) -> None:
     _devices_per_trial(cfg)
     _pruner(cfg)
     swept = _space(cfg)
+    check_pbt(cfg, swept)
     check_objective(cfg)
     check(cfg)
     if not any(key == "dataset" or key.startswith("dataset.") for key in swept):

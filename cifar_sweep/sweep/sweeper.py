@@ -31,6 +31,7 @@ from cifar_sweep.instantiate import build
 from cifar_sweep.sweep import contract, slurm, warm_start, workers
 from cifar_sweep.sweep.contract import states
 from cifar_sweep.sweep.loop import WorkerLoop
+from cifar_sweep.sweep.pbt import PBTPruner
 from cifar_sweep.sweep.ranks import Ranks
 from cifar_sweep.sweep.storage import masked, open_storage, pruner
 from cifar_sweep.sweep.sweep_checks import devices_per_trial
@@ -157,6 +158,8 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
             directions=directions,
             load_if_exists=True,
         )
+        if isinstance(the_study.pruner, PBTPruner):  # hydra.sweeper.n_trials is not read
+            n_trials = the_study.pruner.n_trials
         log.info(
             "study %s in %s: %s, %s, %d trials wanted, %d finished already",
             the_study.study_name,

@@ -16,6 +16,7 @@ class CifarOptunaSweeperConf:
     _target_: str = "hydra_plugins.cifar_sweep_optuna.sweeper.CifarOptunaSweeper"
     sampler: Any = None
     pruner: Any = None
+    pbt: Any = None  # sweeper=pbt: population-based training (cifar_sweep.sweep.pbt)
     direction: Any = None
     storage: Any = None
     study_name: str | None = None

@@ -1,0 +1,140 @@
+"""Population-based training (Jaderberg et al. 2017), asynchronous as Ray Tune's: `sweeper=pbt`,
+its keys under hydra.sweeper.pbt (Ray's defaults, conf/sweeper/pbt.yaml).
+
+`population` members train side by side, each in intervals of `interval_epochs`, and each
+interval is one trial of the study: its params are the values it trained with, its user
+attributes its member, its generation and the trial whose checkpoint it went on from
+(contract.PBT_MEMBER, PBT_GENERATION, PBT_PARENT). So a killed sweep goes on where it stopped
+(an interval is retried like any trial), and the report, trackers and timeline read PBT as trials.
+
+At an interval's end this pruner (in the job, where ASHA pauses a trial) ranks the member's value
+against the latest ended interval of every other member still training, and waits for nobody. In
+the bottom `quantile` it exploits: its next interval goes on from the checkpoint of a member in
+the top `quantile` (weights, optimizer state, epoch) with that member's values explored
+(pbt_explore); otherwise from its own checkpoint with its own values. The decision is written on
+the trial (PBT_NEXT) and the interval ends PRUNED, its checkpoint kept, like a paused ASHA trial;
+a member's last interval ends COMPLETE, so the study's best trial is the best member's last
+interval. pbt_schedule queues the next intervals (the member furthest behind first); the job sets
+the explored values on the optimizer's param groups (changes.py).
+
+Hand-written: Optuna declined PBT (optuna #287: it cannot share model snapshots), and Ray Tune's
+needs Ray's trial runner and checkpoints; here every trial keeps its last.ckpt, and a trial can go
+on from any trial's.
+"""
+
+import logging
+import math
+import random
+from collections import defaultdict
+
+import optuna
+from optuna.pruners import BasePruner
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from cifar_sweep.sweep import optuna_private as private
+from cifar_sweep.sweep.contract import NOT_RUN, PBT_MEMBER, PBT_NEXT, classify
+from cifar_sweep.sweep.pbt_explore import explore
+
+log = logging.getLogger(__name__)
+
+
+class PBTPruner(BasePruner):
+    """Ends each interval of a member and decides how the member goes on (the module says how).
+    The values are checked before the study opens (pbt_checks)."""
+
+    def __init__(
+        self,
+        *,
+        population: int,
+        interval_epochs: int,
+        quantile: float,
+        perturb: list[float],
+        resample_p: float,
+        max_epochs: int,
+        seed: int,
+    ):
+        self.population, self.interval, self.max_epochs = population, interval_epochs, max_epochs
+        self.quantile, self.perturb, self.resample_p = quantile, list(perturb), resample_p
+        self.seed = seed
+
+    @property
+    def n_trials(self) -> int:
+        """The intervals of the whole population when no exploit moves a member's epoch."""
+        return self.population * math.ceil(self.max_epochs / self.interval)
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or PBT_MEMBER not in trial.user_attrs:
+            return False
+        if (step + 1) % self.interval or step + 1 >= self.max_epochs:
+            return False  # inside an interval, or the member's last epoch: it completes
+        private.set_user_attr(study, trial, PBT_NEXT, self.decide(study, trial))
+        return True  # still RUNNING: its job writes nothing after this
+
+    def decide(self, study: optuna.Study, trial: FrozenTrial) -> dict:
+        """How `trial`'s member goes on: the trial whose checkpoint its next interval starts
+        from, the values it trains with, and whether that was an exploit."""
+        rng = random.Random(f"{self.seed}/{trial.number}")  # the same decision on a rerun
+        others = latest_ended(study.get_trials(deepcopy=False), trial.user_attrs[PBT_MEMBER])
+        bottom, top = quantiles([*others, trial], self.quantile, study.direction)
+        if trial.number not in {t.number for t in bottom}:
+            return {"parent": trial.number, "params": trial.params, "exploit": False}
+        parent = rng.choice(top)
+        params = explore(
+            parent.params,
+            parent.distributions,
+            rng=rng,
+            perturb=self.perturb,
+            resample_p=self.resample_p,
+        )
+        log.info(
+            "trial %d (member %d): in the bottom %g at epoch %d; goes on from trial %d's "
+            "checkpoint (member %d) with %s",
+            trial.number,
+            trial.user_attrs[PBT_MEMBER],
+            self.quantile,
+            trial.last_step + 1,
+            parent.number,
+            parent.user_attrs[PBT_MEMBER],
+            params,
+        )
+        return {"parent": parent.number, "params": params, "exploit": True}
+
+
+def last_value(trial: FrozenTrial) -> float:
+    return trial.intermediate_values[trial.last_step]
+
+
+def members(trials: list[FrozenTrial]) -> dict[int, list[FrozenTrial]]:
+    """Each member's intervals in order (and their retries), leaving out trials never run."""
+    found = defaultdict(list)
+    for t in trials:
+        if PBT_MEMBER in t.user_attrs and classify(t) != NOT_RUN:
+            found[t.user_attrs[PBT_MEMBER]].append(t)
+    return dict(found)
+
+
+def latest_ended(trials: list[FrozenTrial], member: int) -> list[FrozenTrial]:
+    """The latest ended interval of every other member still training (a finished member is
+    left out, as Ray leaves out finished trials)."""
+    found = []
+    for m, its in members(trials).items():
+        if m == member or any(t.state == TrialState.COMPLETE for t in its):
+            continue
+        ended = [t for t in its if t.state == TrialState.PRUNED and t.last_step is not None]
+        if ended:
+            found.append(max(ended, key=lambda t: (t.last_step, t.number)))
+    return found
+
+
+def quantiles(trials: list[FrozenTrial], quantile: float, direction) -> tuple[list, list]:
+    """The bottom and top `quantile` of `trials` by their last value, as Ray's _quantiles: each
+    at most half of them, and none with fewer than two."""
+    ranked = [t for t in trials if not math.isnan(last_value(t))]
+    sign = 1 if direction == StudyDirection.MAXIMIZE else -1
+    ranked.sort(key=lambda t: sign * last_value(t))  # worst first
+    if len(ranked) <= 1:
+        return [], []
+    k = min(math.ceil(len(ranked) * quantile), len(ranked) // 2)
+    return (ranked[:k], ranked[-k:]) if k else ([], [])
