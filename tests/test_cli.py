@@ -192,6 +192,23 @@ CASES = [
     (["-m", "hydra.sweeper.grace_s=0"], "hydra.sweeper.grace_s=0 must be an integer > 0"),
     (["-m", "hydra.sweeper.max_retry=-1"], "hydra.sweeper.max_retry=-1 must be an integer >= 0"),
     (["-m", "hydra.sweeper.workers=0"], "hydra.sweeper.workers=0 must be an integer >= 1"),
+    (
+        ["-m", "sweeper=pbt", "scheduler=constant", "model.width=8,16"],
+        "sweeper=pbt: model.width cannot change in the middle of a member's training",
+    ),
+    (
+        ["-m", "sweeper=pbt", "scheduler=constant", "dataset.val_size=0.1,0.2"],
+        "sweeper=pbt: dataset.val_size cannot change in the middle of a member's training",
+    ),
+    (
+        ["-m", "sweeper=pbt", "scheduler=constant", "pruner=median"],
+        "sweeper=pbt with pruner=median: PBT ends each member's intervals itself; use pruner=none",
+    ),
+    (["-m", "sweeper=pbt"], "sweeper=pbt with scheduler=cosine: PBT sets the learning rate"),
+    (
+        ["-m", "sweeper=pbt", "scheduler=constant", "hydra.sweeper.pbt.quantile=0.75"],
+        "hydra.sweeper.pbt.quantile=0.75 must be a number in (0, 0.5]",
+    ),
 ]
 # one per kind of error source, also through the real command line: a value check, an unknown
 # key, an unknown option, a parse error, a sweep check, the sweeper's own set-up, a data-tree

@@ -1,0 +1,217 @@
+"""Population-based training (sweeper=pbt) on Ray Tune's toy problem: a learning rate whose best
+value moves as training goes on. Stand-in jobs train a one-number model in-process through the
+real worker loop, pruner and queue, keeping a checkpoint file per trial as real jobs do, so the
+scheduling, exploit and explore are tested in a second; real sweeps are slow-marked."""
+
+import json
+import math
+import random
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra.core.utils import JobReturn, JobStatus
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from cifar_sweep.sweep import optuna_private
+from cifar_sweep.sweep.contract import (
+    PBT_GENERATION,
+    PBT_MEMBER,
+    PBT_NEXT,
+    PBT_PARENT,
+    RESUME,
+    RUN_DIR,
+)
+from cifar_sweep.sweep.loop import WorkerLoop
+from cifar_sweep.sweep.pbt import PBTPruner
+from cifar_sweep.sweep.pbt_explore import explore
+
+EPOCHS, INTERVAL, POPULATION = 30, 2, 4
+LOW, HIGH = 1e-4, 1.0  # the search space of lr, log scale
+GRID = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3]  # fixed rates, each trained EPOCHS epochs
+LEARNED = 15.0  # the score at which the best rate has come down from 1e-1 to 1e-3
+
+
+def best_lr(score: float) -> float:
+    """The best rate for a model that has learned `score`: 1e-1 at first, 1e-3 once learned
+    (as Ray's pbt_function toy, whose best rate moves with the accuracy reached)."""
+    return 0.1 * 10 ** (-2 * min(score / LEARNED, 1.0))
+
+
+def gain(lr: float, score: float) -> float:
+    """One epoch's progress: 1 at the best rate, nothing a decade away from it or further."""
+    return max(0.0, 1.0 - abs(math.log10(lr / best_lr(score))))
+
+
+def fixed_rate(lr: float) -> float:
+    score = 0.0
+    for _ in range(EPOCHS):
+        score += gain(lr, score)
+    return score
+
+
+def stand_in_jobs(s: optuna.Study, trained: list, *, stop_after: int | None = None):
+    """A launcher whose jobs train the toy model: from the checkpoint in `resume=` (its epoch and
+    score), writing their own after every epoch, reporting each epoch and stopping where the
+    pruner says. `stop_after`: Ctrl-C after that many epochs in all, as a kill would."""
+
+    def launch(jobs, initial_job_idx):
+        returns = []
+        for job in jobs:
+            args = dict(o.lstrip("+").split("=", 1) for o in job)
+            trial_id = int(args["trial.id"])
+            trial = optuna_private.reattach(s, trial_id)
+            frozen = optuna_private.frozen(s, trial_id)
+            lr = float(args["lr"])
+            epoch, score = 0, 0.0
+            if "resume" in args:
+                saved = Path(args["resume"].strip("'")) / "checkpoints" / "last.ckpt"
+                epoch, score = json.loads(saved.read_text()).values()
+            own = Path(frozen.user_attrs[RUN_DIR]) / "checkpoints"
+            own.mkdir(parents=True, exist_ok=True)
+            ret = None
+            for e in range(epoch, EPOCHS):
+                score += gain(lr, score)
+                (own / "last.ckpt").write_text(json.dumps({"epoch": e + 1, "score": score}))
+                trained.append((frozen.user_attrs[PBT_MEMBER], e, lr))
+                if stop_after is not None and len(trained) >= stop_after:
+                    raise KeyboardInterrupt
+                trial.report(score, e)
+                if trial.should_prune():
+                    pruned = optuna.TrialPruned(f"pruned after epoch {e}")
+                    ret = JobReturn(status=JobStatus.FAILED, _return_value=pruned)
+                    break
+            returns.append(ret or JobReturn(status=JobStatus.COMPLETED, _return_value=score))
+        return returns
+
+    return launch
+
+
+def pbt_study(seed: int = 0) -> optuna.Study:
+    pruner = PBTPruner(
+        population=POPULATION,
+        interval_epochs=INTERVAL,
+        quantile=0.25,
+        perturb=[1.2, 0.8],
+        resample_p=0.25,
+        max_epochs=EPOCHS,
+        seed=seed,
+    )
+    sampler = optuna.samplers.RandomSampler(seed=seed)
+    return optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+
+
+def run(s: optuna.Study, tmp_path: Path, trained: list, **kw) -> None:
+    WorkerLoop(
+        study=s,
+        n_trials=s.pruner.n_trials,
+        n_jobs=1,
+        grid=False,
+        failure_budget=0,
+        launch=stand_in_jobs(s, trained, **kw),
+        overrides=lambda trials: [
+            [f"lr={t.suggest_float('lr', LOW, HIGH, log=True)}"] for t in trials
+        ],
+        names=["score"],
+        heartbeat_s=60,
+        grace_s=180,
+        max_retry=1,
+        sweep_dir=str(tmp_path),
+    ).run()
+
+
+def lineage(s: optuna.Study, trial) -> list:
+    """`trial` and the trials whose checkpoints it went on from, first one first."""
+    chain = [trial]
+    while PBT_PARENT in chain[-1].user_attrs:
+        chain.append(s.trials[chain[-1].user_attrs[PBT_PARENT]])
+    return chain[::-1]
+
+
+def test_the_population_follows_a_moving_best_rate_and_beats_every_fixed_rate(tmp_path):
+    s, trained = pbt_study(), []
+    run(s, tmp_path, trained)
+    grid = {lr: fixed_rate(lr) for lr in GRID}
+    assert len(trained) == POPULATION * EPOCHS == len(GRID) * EPOCHS - EPOCHS  # equal epochs
+    assert s.best_value > max(grid.values()), (s.best_value, grid)
+    # the best member's rate came down with the best rate
+    rates = [t.params["lr"] for t in lineage(s, s.best_trial)]
+    assert rates[-1] < rates[0]
+    assert abs(math.log10(rates[-1] / best_lr(s.best_value))) < 1
+    assert s.best_trial.last_step == EPOCHS - 1 and s.best_trial.state == TrialState.COMPLETE
+
+
+def test_an_exploit_goes_on_from_the_parents_checkpoint_at_its_epoch(tmp_path):
+    s, trained = pbt_study(), []
+    run(s, tmp_path, trained)
+    exploits = 0
+    for t in s.trials:
+        if PBT_PARENT not in t.user_attrs:
+            assert t.user_attrs[PBT_GENERATION] == 0 and RESUME not in t.user_attrs
+            continue
+        parent = s.trials[t.user_attrs[PBT_PARENT]]
+        decided = s.trials[_before(s, t)].user_attrs[PBT_NEXT]  # at its member's last interval
+        assert decided["parent"] == parent.number and t.params == decided["params"]
+        assert t.user_attrs[RESUME] == parent.user_attrs[RUN_DIR]
+        # its curve is the parent's up to the epoch it goes on from, then its own
+        start = parent.last_step + 1
+        assert {k: v for k, v in t.intermediate_values.items() if k < start} == dict(
+            parent.intermediate_values
+        )
+        assert min(k for k in t.intermediate_values if k >= start) == start
+        exploits += parent.user_attrs[PBT_MEMBER] != t.user_attrs[PBT_MEMBER]
+    assert exploits > 0
+
+
+def _before(s: optuna.Study, t) -> int:
+    """The number of the interval of `t`'s member that ended just before `t` was queued."""
+    same = [
+        x
+        for x in s.trials
+        if x.user_attrs.get(PBT_MEMBER) == t.user_attrs[PBT_MEMBER]
+        and x.user_attrs.get(PBT_GENERATION) == t.user_attrs[PBT_GENERATION] - 1
+        and x.state == TrialState.PRUNED
+    ]
+    return same[-1].number
+
+
+def test_a_sweep_stopped_mid_interval_and_rerun_trains_every_member_to_the_end_once(tmp_path):
+    s, trained = pbt_study(), []
+    with pytest.raises(KeyboardInterrupt):
+        run(s, tmp_path, trained, stop_after=POPULATION * EPOCHS // 2 + 1)
+    run(s, tmp_path, trained)
+    members = {t.user_attrs[PBT_MEMBER] for t in s.trials if PBT_MEMBER in t.user_attrs}
+    assert members == set(range(POPULATION))
+    complete = s.get_trials(states=(TrialState.COMPLETE,))
+    assert sorted(t.user_attrs[PBT_MEMBER] for t in complete) == list(range(POPULATION))
+    assert all(t.last_step == EPOCHS - 1 for t in complete)
+    # nothing trained twice: the interrupted interval went on from its own last epoch
+    assert len(trained) == POPULATION * EPOCHS
+    assert not s.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+def test_explore_perturbs_by_the_factors_or_draws_afresh_always_within_bounds():
+    dists = {
+        "lr": FloatDistribution(1e-4, 1.0, log=True),
+        "momentum": FloatDistribution(0.5, 0.99),
+        "width": IntDistribution(8, 64, step=8),
+        "norm": CategoricalDistribution(["batch", "none"]),
+    }
+    start = {"lr": 0.9, "momentum": 0.6, "width": 56, "norm": "batch"}
+    rng, n = random.Random(0), 2000
+    perturbed = {name: 0 for name in ("lr", "momentum", "width")}
+    # x1.2 and x0.8, clipped to the bounds and rounded to the step
+    expected = {"lr": (1.0, 0.72), "momentum": (0.72, 0.5), "width": (64, 48)}
+    norms = set()
+    for _ in range(n):
+        new = explore(start, dists, rng=rng, perturb=[1.2, 0.8], resample_p=0.25)
+        for name, value in new.items():
+            assert optuna_private.contains(dists[name], value), (name, value)
+        for name, values in expected.items():
+            perturbed[name] += new[name] in [pytest.approx(v) for v in values]
+        norms.add(new["norm"])
+    for name in ("lr", "momentum"):  # the others, resample_p = 0.25 of them, drawn afresh
+        assert 0.72 < perturbed[name] / n < 0.78, (name, perturbed[name] / n)
+    assert perturbed["width"] / n > 0.75  # a fresh draw may land on 48 or 64 too
+    assert norms == {"batch", "none"}  # a categorical value is always drawn afresh
