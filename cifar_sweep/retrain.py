@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 from cifar_sweep.config_dir import CONF
 from cifar_sweep.errors import UserError, did_you_mean, exit_with, interruptible, one_line_errors
+from cifar_sweep.sweep.contract import PBT_MEMBER
 from cifar_sweep.sweep.storage import masked, sweeper_storage
 from cifar_sweep.values import is_int
 
@@ -162,8 +163,15 @@ def retrain(cfg: DictConfig, hc, out_dir: Path) -> None:
     check_retrain(cfg.retrain)
     arguments = sweep_arguments(list(hc.overrides.task))
     study = find_study(hc.sweeper, cfg.retrain.study, cfg.name, arguments)
+    chosen = chosen_trials(study, cfg.retrain)
+    if any(PBT_MEMBER in t.user_attrs for t in chosen.values()):  # issue 28: scheduler=piecewise
+        raise UserError(
+            f"study {study.study_name} is population-based training: its best member trained "
+            "with values that changed mid-run, and the config that replays them is not written "
+            "yet; its last values alone would not reproduce it"
+        )
     runs = {}
-    for label, trial in chosen_trials(study, cfg.retrain).items():
+    for label, trial in chosen.items():
         run_dir = out_dir / label
         # this folder's earlier retrain, cut short or not
         earlier = any((run_dir / p).exists() for p in (resume.LAST, resume.PREVIOUS))

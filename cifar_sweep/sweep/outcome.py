@@ -24,6 +24,8 @@ from cifar_sweep.sweep.contract import (
     FAIL_REASON,
     NOT_RUN,
     PAUSED,
+    PBT_MEMBER,
+    PBT_NEXT,
     PRUNED,
     RETRY_OF,
     SHARED,
@@ -159,6 +161,11 @@ def progress_line(study, trial, *, label: str, n_trials: int, names: list[str]) 
         return True, f"{line}  {reason}"
     if PAUSED in frozen.user_attrs:
         line += f" (paused at epoch {frozen.user_attrs[PAUSED]}, kept to go on)"
+    if PBT_NEXT in frozen.user_attrs:  # a PBT interval's end (pbt.py)
+        nxt = frozen.user_attrs[PBT_NEXT]
+        how = f"from trial {nxt['parent']} with {nxt['params']}" if nxt["exploit"] else "on"
+        member, epochs = frozen.user_attrs[PBT_MEMBER], frozen.last_step + 1
+        line += f" (member {member} after {epochs} epochs: goes {how})"
     values = frozen.values or (
         [frozen.intermediate_values[frozen.last_step]] if frozen.last_step is not None else []
     )

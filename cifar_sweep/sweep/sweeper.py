@@ -103,6 +103,7 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         warm_start,
         plots,
         per_layer=None,
+        pbt=None,  # read from the config by storage.pruner, in the sweep and in each job
     ):
         super().__init__(
             None,
@@ -299,6 +300,7 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
             "directions": directions,
             "sampler": type(sampler).__name__,
             "custom": [raw.get("custom_search_space"), raw.get("per_layer")],
+            **({"pbt": raw["pbt"]} if raw.get("pbt") else {}),  # other keys: another population
         }
         digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
         return f"{self.config.get('name', 'study')}-{digest[:8]}"
