@@ -164,6 +164,28 @@ def test_an_exploit_goes_on_from_the_parents_checkpoint_at_its_epoch(tmp_path):
     assert exploits > 0
 
 
+def test_the_lineage_plot_draws_each_interval_and_an_arrow_per_exploit(tmp_path):
+    from matplotlib.patches import Rectangle
+    from matplotlib.text import Annotation
+
+    from cifar_sweep.sweep import lineage
+
+    s, trained = pbt_study(), []
+    run(s, tmp_path, trained)
+    ax = lineage.plot(s)
+    ended = s.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    exploits = [
+        t
+        for t in ended
+        if PBT_PARENT in t.user_attrs
+        and s.trials[t.user_attrs[PBT_PARENT]].user_attrs[PBT_MEMBER] != t.user_attrs[PBT_MEMBER]
+    ]
+    arrows = [c for c in ax.get_children() if isinstance(c, Annotation)]
+    bars = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert len(arrows) == len(exploits) > 0 and len(bars) == len(ended)
+    assert sum(b.get_width() for b in bars) == POPULATION * EPOCHS  # every epoch drawn once
+
+
 def _before(s: optuna.Study, t) -> int:
     """The number of the interval of `t`'s member that ended just before `t` was queued."""
     same = [

@@ -1,4 +1,4 @@
-"""Optuna's own plots of a study, one PNG each, and the workers' timeline.
+"""Optuna's own plots of a study, one PNG each, the workers' timeline and PBT's lineage.
 
 Optuna's matplotlib backend draws them; this module picks which apply (single or several
 objectives), sizes the contour to the most important parameters, and keeps Optuna's chatter out.
@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from optuna.visualization import matplotlib as plots  # noqa: E402
 
-from cifar_sweep.sweep import timeline  # noqa: E402
+from cifar_sweep.sweep import lineage, timeline  # noqa: E402
+from cifar_sweep.sweep.contract import PBT_MEMBER  # noqa: E402
 
 log = logging.getLogger(__name__)
 CONTOUR_PARAMS = 3  # the contour plot shows the 3 most important parameters, pairwise
@@ -42,6 +43,8 @@ def draw(study: optuna.Study, out: Path, names: list[str]) -> list[Path]:
         todo["intermediate_values"] = plots.plot_intermediate_values
         todo["contour"] = partial(plots.plot_contour, params=_top_params(study), target_name=target)
     todo["timeline"] = timeline.plot
+    if any(PBT_MEMBER in t.user_attrs for t in study.get_trials(deepcopy=False)):
+        todo["lineage"] = lineage.plot
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # "unique value length" chatter
     # a grid's values reach matplotlib as strings: its "Using categorical units" note is an INFO
