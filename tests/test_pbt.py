@@ -237,3 +237,76 @@ def test_explore_perturbs_by_the_factors_or_draws_afresh_always_within_bounds():
         assert 0.72 < perturbed[name] / n < 0.78, (name, perturbed[name] / n)
     assert perturbed["width"] / n > 0.75  # a fresh draw may land on 48 or 64 too
     assert norms == {"batch", "none"}  # a categorical value is always drawn afresh
+
+
+REAL = (  # a real PBT sweep on the tiny set: 2 members, 3 one-epoch intervals each
+    "model=tiny_cnn",
+    "model.channels=[8]",
+    "model.hidden=16",
+    "sweeper=pbt",
+    "scheduler=constant",
+    "optimizer.lr=tag(log, interval(1e-3, 0.5))",
+    "hydra.sweeper.pbt.population=2",
+    "hydra.sweeper.pbt.interval_epochs=1",
+    "trainer.max_epochs=3",
+)
+
+
+@pytest.mark.slow  # a real sweep of 6 one-epoch trials; CI runs it
+def test_a_real_interval_goes_on_from_its_parents_checkpoint_with_its_own_lr(tmp_path):
+    import torch
+    from conftest import study, sweep
+
+    sweep(tmp_path, *REAL)
+    s = study(tmp_path)
+    complete = s.get_trials(states=(TrialState.COMPLETE,))
+    assert sorted(t.user_attrs[PBT_MEMBER] for t in complete) == [0, 1]
+    assert all(t.last_step == 2 for t in complete)
+    later = [t for t in s.trials if PBT_PARENT in t.user_attrs and t.state != TrialState.FAIL]
+    assert len(later) == 4  # each member's second and third interval
+    for t in later:
+        parent = s.trials[t.user_attrs[PBT_PARENT]]
+        mine, theirs = (
+            torch.load(Path(x.user_attrs[RUN_DIR]) / "checkpoints" / "last.ckpt", weights_only=True)
+            for x in (t, parent)
+        )
+        per_epoch = theirs["global_step"] // (parent.last_step + 1)
+        # the parent's steps, then its own
+        assert mine["global_step"] == per_epoch * (t.last_step + 1)
+        assert mine["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(
+            t.params["optimizer.lr"]
+        )
+        [log] = [p.read_text() for p in Path(t.user_attrs[RUN_DIR]).glob("*.log")]
+        assert f"going on from epoch {parent.last_step + 1}, where the pruner paused it" in log
+
+
+@pytest.mark.slow  # a real sweep killed while a later interval trains, then rerun: CI runs it
+def test_a_pbt_sweep_killed_mid_interval_goes_on_to_the_same_members_and_epochs(tmp_path):
+    import subprocess
+    import time
+
+    from conftest import ROOT, study, sweep, sweep_cmd
+
+    args = (*REAL, "trainer.max_epochs=4")
+    proc = subprocess.Popen(sweep_cmd(tmp_path, *args), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    deadline = time.time() + 300
+    while True:
+        assert proc.poll() is None and time.time() < deadline, "no later interval ran"
+        time.sleep(0.1)
+        try:
+            s = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
+            running = s.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        except (IndexError, KeyError, optuna.exceptions.StorageInternalError):
+            continue
+        if any(PBT_PARENT in t.user_attrs for t in running):
+            break
+    proc.kill()  # as a crash would: no trial told
+    proc.wait()
+    sweep(tmp_path, *args)  # the same command, typed again
+    s = study(tmp_path)
+    complete = s.get_trials(states=(TrialState.COMPLETE,))
+    assert sorted(t.user_attrs[PBT_MEMBER] for t in complete) == [0, 1]
+    assert all(t.last_step == 3 for t in complete)
+    assert not s.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
