@@ -8,14 +8,18 @@ attributes its member, its generation and the trial whose checkpoint it went on 
 (an interval is retried like any trial), and the report, trackers and timeline read PBT as trials.
 
 At an interval's end this pruner (in the job, where ASHA pauses a trial) ranks the member's value
-against the latest ended interval of every other member still training, and waits for nobody. In
-the bottom `quantile` it exploits: its next interval goes on from the checkpoint of a member in
-the top `quantile` (weights, optimizer state, epoch) with that member's values explored
-(pbt_explore); otherwise from its own checkpoint with its own values. The decision is written on
-the trial (PBT_NEXT) and the interval ends PRUNED, its checkpoint kept, like a paused ASHA trial;
-a member's last interval ends COMPLETE, so the study's best trial is the best member's last
-interval. pbt_schedule queues the next intervals (the member furthest behind first); the job sets
-the explored values on the optimizer's param groups (changes.py).
+against every other member that has reached the same epoch, at that epoch, and waits for nobody.
+In the bottom `quantile` it exploits: its next interval goes on from the checkpoint of a member in
+the top `quantile` at that epoch (weights, optimizer state, epoch) with that member's values
+explored (pbt_explore); otherwise from its own checkpoint with its own values. (Ray ranks each
+trial's last result whatever its epoch, so an exploit can move a trial back or forward; ranking at
+one epoch keeps every member at max_epochs, so the population trains population x max_epochs
+epochs, a grid's for a comparison, and a rerun trains the same.) The decision is written on the
+trial (PBT_NEXT) and the interval ends PRUNED, its checkpoint kept, like a paused ASHA trial; a
+member's last interval ends COMPLETE, so the study's best trial is the best member's last
+interval. pbt_schedule queues the next intervals (the member furthest behind first, the best of
+those first, so the worst ranks itself last, against the most members); the job sets the explored
+values on the optimizer's param groups (changes.py).
 
 Hand-written: Optuna declined PBT (optuna #287: it cannot share model snapshots), and Ray Tune's
 needs Ray's trial runner and checkpoints; here every trial keeps its last.ckpt, and a trial can go
@@ -75,8 +79,9 @@ class PBTPruner(BasePruner):
     def decide(self, study: optuna.Study, trial: FrozenTrial) -> dict:
         """How `trial`'s member goes on: the trial whose checkpoint its next interval starts
         from, the values it trains with, and whether that was an exploit."""
-        rng = random.Random(f"{self.seed}/{trial.number}")  # the same decision on a rerun
-        others = latest_ended(study.get_trials(deepcopy=False), trial.user_attrs[PBT_MEMBER])
+        rng = random.Random(f"{self.seed}/{trial.number}")  # the same trial decides the same
+        trials = study.get_trials(deepcopy=False)
+        others = peers(trials, trial.user_attrs[PBT_MEMBER], trial.last_step)
         bottom, top = quantiles([*others, trial], self.quantile, study.direction)
         if trial.number not in {t.number for t in bottom}:
             return {"parent": trial.number, "params": trial.params, "exploit": False}
@@ -115,22 +120,20 @@ def members(trials: list[FrozenTrial]) -> dict[int, list[FrozenTrial]]:
     return dict(found)
 
 
-def latest_ended(trials: list[FrozenTrial], member: int) -> list[FrozenTrial]:
-    """The latest ended interval of every other member still training (a finished member is
-    left out, as Ray leaves out finished trials)."""
-    found = []
-    for m, its in members(trials).items():
-        if m == member or any(t.state == TrialState.COMPLETE for t in its):
-            continue
-        ended = [t for t in its if t.state == TrialState.PRUNED and t.last_step is not None]
-        if ended:
-            found.append(max(ended, key=lambda t: (t.last_step, t.number)))
-    return found
+def peers(trials: list[FrozenTrial], member: int, step: int) -> list[FrozenTrial]:
+    """The interval of each other member that ended after epoch `step` (0-based): its value and
+    its checkpoint at that epoch. A member that has not got there yet is not waited for."""
+    found = {}
+    for t in trials:
+        other = t.user_attrs.get(PBT_MEMBER)
+        if other not in (None, member) and t.state == TrialState.PRUNED and t.last_step == step:
+            found.setdefault(other, t)
+    return list(found.values())
 
 
 def quantiles(trials: list[FrozenTrial], quantile: float, direction) -> tuple[list, list]:
     """The bottom and top `quantile` of `trials` by their last value, as Ray's _quantiles: each
-    at most half of them, and none with fewer than two."""
+    at most half of them, none of fewer than two."""
     ranked = [t for t in trials if not math.isnan(last_value(t))]
     sign = 1 if direction == StudyDirection.MAXIMIZE else -1
     ranked.sort(key=lambda t: sign * last_value(t))  # worst first

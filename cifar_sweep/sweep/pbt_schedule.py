@@ -1,8 +1,9 @@
 """Which PBT intervals run next, each queued once (the worker loop asks for them).
 
 As Ray's PBT chooses the trial to run, the member furthest behind goes first (one not started yet
-counts as epoch 0), so with fewer workers than members the population moves on together and a
-member ranks itself against others at about its own epoch. A member's first interval is queued
+counts as epoch 0), so with fewer workers than members the population moves on together; of
+members at one epoch the best goes first, so the worst ends its interval last and ranks itself
+against the most members at its epoch (pbt.py). A member's first interval is queued
 with no values (the study's sampler draws them, at random: conf/sweeper/pbt.yaml); each later one
 goes on from the checkpoint its last interval chose at its end (PBT_NEXT, pbt.PBTPruner.decide),
 with the chosen values as fixed params. Queued trials are taken by any worker's ask().
@@ -13,6 +14,7 @@ took the interval queued a moment before is not run (loop.drop_surplus).
 """
 
 import optuna
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from cifar_sweep.sweep import optuna_private as private
@@ -29,7 +31,7 @@ from cifar_sweep.sweep.contract import (
     RUN_DIR,
     classify,
 )
-from cifar_sweep.sweep.pbt import members
+from cifar_sweep.sweep.pbt import last_value, members
 from cifar_sweep.sweep.recovery import take
 
 STRAY = "not run: another worker took the PBT interval queued for it"
@@ -40,14 +42,15 @@ def to_ask(study: optuna.Study, *, n_jobs: int) -> int:
     member is ready, each is running or done)."""
     waiting = len(_waiting(study))
     trials = study.get_trials(deepcopy=False)
-    for _, member, ended in ready(trials, study.pruner.population)[: max(n_jobs - waiting, 0)]:
+    found = ready(trials, study.pruner.population, study.direction)
+    for _, member, ended in found[: max(n_jobs - waiting, 0)]:
         queue(study, trials, member, ended)
     return min(n_jobs, len(_waiting(study)))
 
 
-def ready(trials: list[FrozenTrial], population: int) -> list[tuple[int, int, FrozenTrial | None]]:
+def ready(trials: list[FrozenTrial], population: int, direction) -> list[tuple]:
     """(epoch it starts at, member, its last ended interval or None) of each member whose next
-    interval can be queued, the furthest behind first."""
+    interval can be queued: the furthest behind first, then the best."""
     lineup = members(trials)
     found = []
     for member in range(population):
@@ -58,7 +61,13 @@ def ready(trials: list[FrozenTrial], population: int) -> list[tuple[int, int, Fr
         latest = max(its, key=lambda t: (t.user_attrs[PBT_GENERATION], t.number))
         if latest.state == TrialState.PRUNED and PBT_NEXT in latest.user_attrs:
             found.append((latest.last_step + 1, member, latest))
-    return sorted(found, key=lambda r: r[:2])
+    sign = -1 if direction == StudyDirection.MAXIMIZE else 1
+
+    def order(r: tuple) -> tuple:
+        start, member, ended = r
+        return start, sign * last_value(ended) if ended is not None else 0.0, member
+
+    return sorted(found, key=order)
 
 
 def queue(study: optuna.Study, trials: list, member: int, ended: FrozenTrial | None) -> bool:
