@@ -127,6 +127,24 @@ def chosen_trials(study: optuna.Study, retrain: DictConfig) -> dict[str, optuna.
     return {label: best(ts) for label, ts in groups.items()}
 
 
+def values(study: optuna.Study, trial: optuna.trial.FrozenTrial, epochs: int) -> list[str]:
+    """The overrides of `trial`'s values: its params for `epochs`; a PBT member's, which changed
+    mid-run, as the piecewise schedule of its lineage for its own epochs."""
+    if PBT_MEMBER not in trial.user_attrs:
+        return [*(f"{k}={v}" for k, v in trial.params.items()), f"trainer.max_epochs={epochs}"]
+    from cifar_sweep.sweep import pbt_replay
+
+    replay = pbt_replay.overrides(study, trial)
+    log.info("trial %d is a PBT member: replayed from scratch as %s", trial.number, replay)
+    return replay
+
+
+def replaced(trial: optuna.trial.FrozenTrial) -> tuple[str, ...]:
+    """The sweep's overrides a retrain of `trial` drops: a PBT member's scheduler=constant (its
+    replay is scheduler=piecewise)."""
+    return ("scheduler=",) if PBT_MEMBER in trial.user_attrs else ()
+
+
 def save_config(run_cfg: DictConfig, overrides: list[str], run_dir: Path) -> None:
     """The config that ran, where Hydra keeps a run's: <run>/.hydra/config.yaml."""
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
@@ -163,22 +181,14 @@ def retrain(cfg: DictConfig, hc, out_dir: Path) -> None:
     check_retrain(cfg.retrain)
     arguments = sweep_arguments(list(hc.overrides.task))
     study = find_study(hc.sweeper, cfg.retrain.study, cfg.name, arguments)
-    chosen = chosen_trials(study, cfg.retrain)
-    if any(PBT_MEMBER in t.user_attrs for t in chosen.values()):  # issue 28: scheduler=piecewise
-        raise UserError(
-            f"study {study.study_name} is population-based training: its best member trained "
-            "with values that changed mid-run, and the config that replays them is not written "
-            "yet; its last values alone would not reproduce it"
-        )
     runs = {}
-    for label, trial in chosen.items():
+    for label, trial in chosen_trials(study, cfg.retrain).items():
         run_dir = out_dir / label
         # this folder's earlier retrain, cut short or not
         earlier = any((run_dir / p).exists() for p in (resume.LAST, resume.PREVIOUS))
         overrides = [
-            *(o for o in hc.overrides.task if not o.startswith("resume=")),
-            *(f"{k}={v}" for k, v in trial.params.items()),
-            f"trainer.max_epochs={cfg.retrain.epochs}",
+            *(o for o in hc.overrides.task if not o.startswith(("resume=", *replaced(trial)))),
+            *values(study, trial, cfg.retrain.epochs),
             *(["dataset.val_size=0", "objective=test/acc"] if cfg.retrain.merge_val else []),
             *([f"resume={run_dir}"] if earlier else []),
         ]
