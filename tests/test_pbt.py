@@ -14,7 +14,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from cifar_sweep.sweep import optuna_private
+from cifar_sweep.sweep import optuna_private, pbt_replay
 from cifar_sweep.sweep.contract import (
     PBT_GENERATION,
     PBT_MEMBER,
@@ -63,7 +63,7 @@ def stand_in_jobs(s: optuna.Study, trained: list, *, stop_after: int | None = No
             trial_id = int(args["trial.id"])
             trial = optuna_private.reattach(s, trial_id)
             frozen = optuna_private.frozen(s, trial_id)
-            lr = float(args["lr"])
+            lr = float(args["optimizer.lr"])
             epoch, score = 0, 0.0
             if "resume" in args:
                 saved = Path(args["resume"].strip("'")) / "checkpoints" / "last.ckpt"
@@ -111,7 +111,7 @@ def run(s: optuna.Study, tmp_path: Path, trained: list, **kw) -> None:
         failure_budget=0,
         launch=stand_in_jobs(s, trained, **kw),
         overrides=lambda trials: [
-            [f"lr={t.suggest_float('lr', LOW, HIGH, log=True)}"] for t in trials
+            [f"optimizer.lr={t.suggest_float('optimizer.lr', LOW, HIGH, log=True)}"] for t in trials
         ],
         names=["score"],
         heartbeat_s=60,
@@ -121,22 +121,14 @@ def run(s: optuna.Study, tmp_path: Path, trained: list, **kw) -> None:
     ).run()
 
 
-def lineage(s: optuna.Study, trial) -> list:
-    """`trial` and the trials whose checkpoints it went on from, first one first."""
-    chain = [trial]
-    while PBT_PARENT in chain[-1].user_attrs:
-        chain.append(s.trials[chain[-1].user_attrs[PBT_PARENT]])
-    return chain[::-1]
-
-
 def test_the_population_follows_a_moving_best_rate_and_beats_every_fixed_rate(tmp_path):
     s, trained = pbt_study(), []
     run(s, tmp_path, trained)
     grid = {lr: fixed_rate(lr) for lr in GRID}
-    assert len(trained) == POPULATION * EPOCHS == len(GRID) * EPOCHS - EPOCHS  # equal epochs
+    assert len(trained) == POPULATION * EPOCHS  # each member EPOCHS epochs, as each fixed rate
     assert s.best_value > max(grid.values()), (s.best_value, grid)
     # the best member's rate came down with the best rate
-    rates = [t.params["lr"] for t in lineage(s, s.best_trial)]
+    rates = [t.params["optimizer.lr"] for t in pbt_replay.lineage(s.trials, s.best_trial)]
     assert rates[-1] < rates[0]
     assert abs(math.log10(rates[-1] / best_lr(s.best_value))) < 1
     assert s.best_trial.last_step == EPOCHS - 1 and s.best_trial.state == TrialState.COMPLETE
@@ -211,6 +203,33 @@ def test_a_sweep_stopped_mid_interval_and_rerun_trains_every_member_to_the_end_o
     # nothing trained twice: the interrupted interval went on from its own last epoch
     assert len(trained) == POPULATION * EPOCHS
     assert not s.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+def test_the_best_members_replay_config_sets_its_learning_rate_at_every_epoch(tmp_path):
+    import torch
+    from conftest import compose_cfg
+
+    from cifar_sweep.instantiate import build
+
+    s, trained = pbt_study(), []
+    run(s, tmp_path, trained)
+    cfg = compose_cfg(*pbt_replay.overrides(s, s.best_trial))  # as retrain composes it
+    optimizer = build(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
+    schedule = build(cfg.scheduler.fn)(optimizer=optimizer)
+    replayed = []
+    for _ in range(cfg.trainer.max_epochs):
+        replayed.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    chain = pbt_replay.lineage(s.trials, s.best_trial)
+    starts = [0] + [t.last_step + 1 for t in chain[:-1]]
+    trained_with = [
+        t.params["optimizer.lr"]
+        for t, start in zip(chain, starts, strict=True)
+        for _ in range(start, t.last_step + 1)
+    ]
+    assert len(trained_with) == EPOCHS and len(set(trained_with)) > 1
+    assert replayed == pytest.approx(trained_with)
 
 
 def test_explore_perturbs_by_the_factors_or_draws_afresh_always_within_bounds():
