@@ -27,10 +27,10 @@ from cifar_sweep.sweep.loop import WorkerLoop
 from cifar_sweep.sweep.pbt import PBTPruner
 from cifar_sweep.sweep.pbt_explore import explore
 
-EPOCHS, INTERVAL, POPULATION = 30, 2, 4
-LOW, HIGH = 1e-4, 1.0  # the search space of lr, log scale
-GRID = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3]  # fixed rates, each trained EPOCHS epochs
-LEARNED = 15.0  # the score at which the best rate has come down from 1e-1 to 1e-3
+EPOCHS, INTERVAL, POPULATION = 30, 1, 4
+LOW, HIGH = 1e-3, 1.0  # the search space of lr, log scale
+GRID = [3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3]  # fixed rates, each trained EPOCHS epochs
+LEARNED = 20.0  # the score at which the best rate has come down from 1e-1 to 1e-3
 
 
 def best_lr(score: float) -> float:
