@@ -21,6 +21,12 @@ interval. pbt_schedule queues the next intervals (the member furthest behind fir
 those first, so the worst ranks itself last, against the most members); the job sets the explored
 values on the optimizer's param groups (changes.py).
 
+Open (issue 28): a member that fails (diverges) is lost, where it could exploit instead; an
+interval whose job died after this decision but before its trial was told is retried from its own
+checkpoint, so that member skips one decision; each interval is its own tracker run (MLflow could
+keep a member's intervals in one, as a promotion's are); the CPU comparison with cpu-s4-lr's grid
+has not run.
+
 Hand-written: Optuna declined PBT (optuna #287: it cannot share model snapshots), and Ray Tune's
 needs Ray's trial runner and checkpoints; here every trial keeps its last.ckpt, and a trial can go
 on from any trial's.
