@@ -33,6 +33,9 @@ GRID = [3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3]  # fixed rates, each trained EPOCHS 
 LEARNED = 20.0  # the score at which the best rate has come down from 1e-1 to 1e-3
 
 
+# measured (seeds 0, 1, 2): PBT's best member 24.8, 20.5, 24.6; the grid's best 14.3 (lr 0.03)
+
+
 def best_lr(score: float) -> float:
     """The best rate for a model that has learned `score`: 1e-1 at first, 1e-3 once learned
     (as Ray's pbt_function toy, whose best rate moves with the accuracy reached)."""
@@ -121,8 +124,9 @@ def run(s: optuna.Study, tmp_path: Path, trained: list, **kw) -> None:
     ).run()
 
 
-def test_the_population_follows_a_moving_best_rate_and_beats_every_fixed_rate(tmp_path):
-    s, trained = pbt_study(), []
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_population_follows_a_moving_best_rate_and_beats_every_fixed_rate(seed, tmp_path):
+    s, trained = pbt_study(seed), []
     run(s, tmp_path, trained)
     grid = {lr: fixed_rate(lr) for lr in GRID}
     assert len(trained) == POPULATION * EPOCHS  # each member EPOCHS epochs, as each fixed rate
