@@ -71,7 +71,7 @@ def _settings(cfg: DictConfig) -> None:
         ),
         (
             not isinstance(cfg.objective, str),
-            f"objective={OmegaConf.to_container(cfg, resolve=True)['objective']}",
+            f"objective={cfg.objective if isinstance(cfg.objective, str) else list(cfg.objective)}",
             "PBT ranks members by one objective",
         ),
         (cfg.repeats > 1, f"repeats={cfg.repeats}", "a member is one run; use repeats=1"),
