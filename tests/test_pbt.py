@@ -262,6 +262,45 @@ def test_explore_perturbs_by_the_factors_or_draws_afresh_always_within_bounds():
     assert norms == {"batch", "none"}  # a categorical value is always drawn afresh
 
 
+def test_an_interval_trains_on_from_another_checkpoint_with_its_own_lr_and_only_that_changed(
+    tmp_path,
+):
+    """The job side of an exploit, in-process: a run the pruner stopped after one epoch at lr
+    0.1, gone on from by a run at lr 0.02 that names optimizer.lr in trial.changes."""
+    import lightning as L
+    import torch
+    from conftest import compose_cfg
+
+    from cifar_sweep.errors import UserError
+    from cifar_sweep.sweep.changes import SetChangedValues
+    from cifar_sweep.train import train
+
+    class PausedAfterFirstEpoch(L.Callback):  # as the pruner stops an interval
+        pruned_epoch = None
+
+        def on_validation_end(self, trainer, module):
+            if not trainer.sanity_checking:
+                self.pruned_epoch, trainer.should_stop = trainer.current_epoch, True
+
+    run = ["model=tiny_cnn", "scheduler=constant", "optimizer.lr=0.1", "trainer.max_epochs=2"]
+    parent = compose_cfg(*run, tmp_path=tmp_path)
+    train(parent, tmp_path / "parent", [PausedAfterFirstEpoch()], test=False)
+    child = [*run, "optimizer.lr=0.02", f"resume={tmp_path / 'parent'}"]
+    with pytest.raises(UserError, match=r"optimizer\.lr \(was 0\.1, now 0\.02\)"):
+        train(compose_cfg(*child, tmp_path=tmp_path), tmp_path / "refused", test=False)
+    cfg = compose_cfg(*child, "+trial.changes=[optimizer.lr]", tmp_path=tmp_path)
+    changed = SetChangedValues(cfg.optimizer, ["optimizer.lr"])
+    metrics = train(cfg, tmp_path / "child", [changed], test=False)
+    assert metrics["epochs"] == 2  # the parent's epoch, then one of its own
+    saved = [
+        torch.load(tmp_path / f / "checkpoints" / "last.ckpt", weights_only=True)
+        for f in ("parent", "child")
+    ]
+    assert saved[1]["global_step"] == 2 * saved[0]["global_step"]
+    assert saved[1]["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.02)
+    assert saved[0]["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.1)
+
+
 REAL = (  # a real PBT sweep on the tiny set: 2 members, 3 one-epoch intervals each
     "model=tiny_cnn",
     "model.channels=[8]",
