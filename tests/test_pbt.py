@@ -301,6 +301,54 @@ def test_an_interval_trains_on_from_another_checkpoint_with_its_own_lr_and_only_
     assert saved[0]["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.1)
 
 
+def test_piecewise_holds_each_segments_values_from_its_epoch_until_another_sets_them():
+    import torch
+
+    from cifar_sweep.piecewise import Piecewise
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    segments = [{"epoch": 2, "lr": 0.02}, {"epoch": 0, "lr": 0.05, "weight_decay": 1e-4}]
+    schedule = Piecewise(optimizer, [*segments, {"epoch": 3, "momentum": 0.5}])
+    seen = []
+    for _ in range(4):
+        group = optimizer.param_groups[0]
+        seen.append((group["lr"], group["weight_decay"], group["momentum"]))
+        optimizer.step()
+        schedule.step()
+    assert seen == [(0.05, 1e-4, 0.9), (0.05, 1e-4, 0.9), (0.02, 1e-4, 0.9), (0.02, 1e-4, 0.5)]
+    with pytest.raises(ValueError, match="sets only lr, momentum, weight_decay"):
+        Piecewise(optimizer, [{"epoch": 0, "betas": (0.9, 0.99)}])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [  # the default, and the CPU comparison's command (S4's learning-rate question)
+        ["sweeper=pbt", "scheduler=constant"],
+        [
+            "+experiment=resnet18_lr",
+            "sweeper=pbt",
+            "hydra.sweeper.params={optimizer.lr:'tag(log, interval(0.001, 0.1))'}",
+            "hydra.sweeper.pbt.population=3",
+        ],
+    ],
+)
+def test_sweeper_pbt_builds_its_pruner_from_the_yaml_and_passes_its_checks(overrides):
+    from conftest import ROOT
+    from hydra import compose, initialize_config_dir
+
+    from cifar_sweep.sweep.pbt_checks import check_pbt
+    from cifar_sweep.sweep.storage import pruner
+
+    with initialize_config_dir(str(ROOT / "conf")):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    check_pbt(cfg, list(cfg.hydra.sweeper.params))
+    built = pruner(cfg.hydra.sweeper)
+    assert isinstance(built, PBTPruner) and built.max_epochs == cfg.trainer.max_epochs
+    assert (built.quantile, built.perturb, built.resample_p) == (0.25, [1.2, 0.8], 0.25)  # Ray's
+    assert built.n_trials == built.population * math.ceil(cfg.trainer.max_epochs / 3)
+
+
 REAL = (  # a real PBT sweep on the tiny set: 2 members, 3 one-epoch intervals each
     "model=tiny_cnn",
     "model.channels=[8]",
