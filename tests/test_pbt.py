@@ -301,6 +301,32 @@ def test_an_interval_trains_on_from_another_checkpoint_with_its_own_lr_and_only_
     assert saved[0]["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.1)
 
 
+def test_a_later_interval_tells_its_job_which_values_may_differ_from_its_checkpoint(tmp_path):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from cifar_sweep.sweep.contract import trial_overrides
+
+    s, trained = pbt_study(), []
+    run(s, tmp_path, trained)
+    later = optuna_private.reattach(s, optuna_private.trial_id(s.trials[-1]))
+    first = optuna_private.reattach(s, optuna_private.trial_id(s.trials[0]))
+    parsed = OverridesParser.create().parse_overrides(trial_overrides(s.study_name, later))
+    values = {o.get_key_element().lstrip("+"): o.value() for o in parsed}
+    assert values["trial.changes"] == ["optimizer.lr"]
+    assert values["resume"] == s.trials[s.trials[-1].user_attrs[PBT_PARENT]].user_attrs[RUN_DIR]
+    assert not any("changes" in o for o in trial_overrides(s.study_name, first))  # from scratch
+
+
+@pytest.mark.slow  # Optuna's plots of 120 trials: 6.5 s on a busy 2-core machine; CI runs it
+def test_the_report_of_a_pbt_study_draws_its_lineage(tmp_path):
+    from cifar_sweep.sweep import plots
+
+    s, trained = pbt_study(), []
+    run(s, tmp_path, trained)
+    drawn = plots.draw(s, tmp_path, ["score"])
+    assert tmp_path / "plots" / "lineage.png" in drawn
+
+
 def test_piecewise_holds_each_segments_values_from_its_epoch_until_another_sets_them():
     import torch
 
