@@ -327,6 +327,25 @@ def test_the_report_of_a_pbt_study_draws_its_lineage(tmp_path):
     assert tmp_path / "plots" / "lineage.png" in drawn
 
 
+def test_another_population_or_quantile_is_another_study():
+    from conftest import ROOT
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from cifar_sweep.retrain import swept_study_name
+
+    def name(*extra: str) -> str:
+        args = ["sweeper=pbt", "scheduler=constant", *extra]
+        with initialize_config_dir(str(ROOT / "conf")):
+            hydra = GlobalHydra.instance().hydra
+            cfg = hydra.compose_config("config", args, run_mode=RunMode.MULTIRUN)
+            return swept_study_name(args, cfg)  # as the sweeper names its study
+
+    names = {name(), name("hydra.sweeper.pbt.population=3"), name("hydra.sweeper.pbt.quantile=0.5")}
+    assert len(names) == 3 and name() == name()
+
+
 def test_piecewise_holds_each_segments_values_from_its_epoch_until_another_sets_them():
     import torch
 
