@@ -346,6 +346,33 @@ def test_another_population_or_quantile_is_another_study():
     assert len(names) == 3 and name() == name()
 
 
+def test_a_trial_asked_when_another_worker_took_the_queued_interval_is_not_run():
+    from cifar_sweep.sweep.contract import NOT_RUN, classify
+    from cifar_sweep.sweep.loop import drop_surplus
+    from cifar_sweep.sweep.pbt_schedule import STRAY, to_ask
+
+    s = pbt_study()
+    assert to_ask(s, n_jobs=1) == 1  # member 0's first interval, queued
+    taken, stray = s.ask(), s.ask()  # a second worker asked at the same moment: a fresh trial
+    kept = drop_surplus(s, [taken, stray], s.pruner.n_trials)
+    assert [t.number for t in kept] == [taken.number]
+    frozen = s.trials[stray.number]
+    assert classify(frozen) == NOT_RUN and STRAY in frozen.user_attrs.values()
+
+
+def test_a_job_of_a_later_interval_gets_the_callback_that_sets_its_values():
+    from conftest import compose_cfg
+
+    from cifar_sweep.__main__ import changed_values_callbacks
+    from cifar_sweep.sweep.changes import SetChangedValues
+
+    [callback] = changed_values_callbacks(
+        compose_cfg("optimizer.lr=0.02", "+trial.changes=[optimizer.lr,dataset.augment.flip.p]")
+    )
+    assert isinstance(callback, SetChangedValues) and callback.values == {"lr": 0.02}
+    assert changed_values_callbacks(compose_cfg()) == []  # a plain run, a first interval
+
+
 def test_piecewise_holds_each_segments_values_from_its_epoch_until_another_sets_them():
     import torch
 
