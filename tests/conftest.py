@@ -400,3 +400,25 @@ def steps(url: str, run, key: str) -> list[int]:
 
     history = MlflowClient(tracking_uri=url).get_metric_history(run.info.run_id, key)
     return sorted(m.step for m in history)
+
+
+# Six fixed points on the tiny set whose curves cross: under ASHA with promotion (rungs at 1 and 2
+# epochs) two of them pause at a rung, then earn their place once the others have reported.
+PROMOTION_LRS = [0.05, 0.01, 1e-6, 2e-6, 3e-6, 4e-6]
+
+
+def promotion_sweep(max_epochs: int) -> list[str]:
+    """The overrides of a real sweep of PROMOTION_LRS with pruner=asha_promote."""
+    points = ", ".join(f"{{optimizer.lr: {lr}}}" for lr in PROMOTION_LRS)
+    return [
+        "model=tiny_cnn",
+        "model.channels=[8]",
+        "model.hidden=16",
+        "sweeper=random",
+        "optimizer.lr=tag(log, interval(1e-6, 0.1))",
+        f"hydra.sweeper.enqueue=[{points}]",
+        "pruner=asha_promote",
+        "hydra.sweeper.pruner.reduction_factor=2",
+        f"hydra.sweeper.n_trials={len(PROMOTION_LRS)}",
+        f"trainer.max_epochs={max_epochs}",
+    ]
