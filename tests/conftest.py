@@ -72,12 +72,21 @@ def compose_cfg(*overrides: str, tmp_path: Path | None = None):
         return compose("config", overrides=tiny([*extra, *overrides]))
 
 
+def default_sigint() -> None:
+    """In a child before it runs: SIGINT as a terminal's process has it. A background job of a
+    non-interactive shell (pytest started with `&`) ignores SIGINT, its children too, and the
+    program rightly leaves an ignored SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def ctrl_c_once_training(cmd: list[str], ready: Path) -> subprocess.CompletedProcess:
     """Run `cmd`, press Ctrl-C once `ready` (the logger's folder) shows training about to start,
-    and return how it ended; stderr without blank lines. A new session, so SIGINT reaches the
-    process as Ctrl-C would (a background job of a non-interactive shell ignores it)."""
+    and return how it ended; stderr without blank lines. A new session with SIGINT as a terminal
+    leaves it, so SIGINT reaches the process as Ctrl-C would."""
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, **pipes)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, start_new_session=True, preexec_fn=default_sigint, **pipes
+    )
     deadline = time.time() + 300
     while not ready.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
