@@ -92,14 +92,12 @@ class ImageDataModule(L.LightningDataModule):
         self.classes = data.classes
         self.mean, self.std = self._normalization(data)
 
-    def _no_empty_epoch(self) -> None:
+    def _no_empty_epoch(self, batches: DeviceBatches) -> None:
         """A training epoch with no batch would train nothing and log no validation, silently."""
-        trainer = self.trainer
-        per_rank = len(self.rows["train"]) // (trainer.world_size if trainer else 1)
-        if self.cfg.drop_last and per_rank < self.cfg.batch_size:
+        if self.cfg.drop_last and not len(batches):
             raise UserError(
                 f"dataset.batch_size={self.cfg.batch_size} with dataset.drop_last=true leaves no "
-                f"training batch: {per_rank} training images per device; lower "
+                f"training batch: {batches.per_rank()} training images per device; lower "
                 "dataset.batch_size, or set dataset.drop_last=false"
             )
 
@@ -184,8 +182,8 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DeviceBatches:
-        self._no_empty_epoch()
         self._train = self._batches("train", train=True)
+        self._no_empty_epoch(self._train)
         if self._resumed is not None:  # go on with the data order where the checkpoint left it
             self._restore_generator(self._resumed)
             torch.set_rng_state(self._resumed["rng"])
