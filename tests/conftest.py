@@ -72,12 +72,21 @@ def compose_cfg(*overrides: str, tmp_path: Path | None = None):
         return compose("config", overrides=tiny([*extra, *overrides]))
 
 
+def default_sigint() -> None:
+    """In a child before it runs: SIGINT as a terminal's process has it. A background job of a
+    non-interactive shell (pytest started with `&`) ignores SIGINT, its children too, and the
+    program rightly leaves an ignored SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def ctrl_c_once_training(cmd: list[str], ready: Path) -> subprocess.CompletedProcess:
     """Run `cmd`, press Ctrl-C once `ready` (the logger's folder) shows training about to start,
-    and return how it ended; stderr without blank lines. A new session, so SIGINT reaches the
-    process as Ctrl-C would (a background job of a non-interactive shell ignores it)."""
+    and return how it ended; stderr without blank lines. A new session with SIGINT as a terminal
+    leaves it, so SIGINT reaches the process as Ctrl-C would."""
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, **pipes)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, start_new_session=True, preexec_fn=default_sigint, **pipes
+    )
     deadline = time.time() + 300
     while not ready.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
@@ -400,3 +409,25 @@ def steps(url: str, run, key: str) -> list[int]:
 
     history = MlflowClient(tracking_uri=url).get_metric_history(run.info.run_id, key)
     return sorted(m.step for m in history)
+
+
+# Six fixed points on the tiny set whose curves cross: under ASHA with promotion (rungs at 1 and 2
+# epochs) two of them pause at a rung, then earn their place once the others have reported.
+PROMOTION_LRS = [0.05, 0.01, 1e-6, 2e-6, 3e-6, 4e-6]
+
+
+def promotion_sweep(max_epochs: int) -> list[str]:
+    """The overrides of a real sweep of PROMOTION_LRS with pruner=asha_promote."""
+    points = ", ".join(f"{{optimizer.lr: {lr}}}" for lr in PROMOTION_LRS)
+    return [
+        "model=tiny_cnn",
+        "model.channels=[8]",
+        "model.hidden=16",
+        "sweeper=random",
+        "optimizer.lr=tag(log, interval(1e-6, 0.1))",
+        f"hydra.sweeper.enqueue=[{points}]",
+        "pruner=asha_promote",
+        "hydra.sweeper.pruner.reduction_factor=2",
+        f"hydra.sweeper.n_trials={len(PROMOTION_LRS)}",
+        f"trainer.max_epochs={max_epochs}",
+    ]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT, study, sweep, sweep_cmd
+from conftest import PROMOTION_LRS, ROOT, promotion_sweep, study, sweep, sweep_cmd
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
@@ -38,7 +38,7 @@ CURVES = {
     },
 }
 ORDER = [1, 0, 2, 3, 4, 5, 6, 7, 8]  # the order the sampler proposes them
-LRS = [0.05, 0.01, 1e-6, 2e-6, 3e-6, 4e-6]  # a real sweep's points, in this order
+LRS = PROMOTION_LRS  # a real sweep's points, in this order
 
 
 def value(point: int, epoch: int) -> float:
@@ -140,19 +140,7 @@ def test_a_real_sweeps_promoted_trial_goes_on_from_its_checkpoint(tmp_path: Path
     """Six fixed points on the tiny set (paused at a rung, then in the top half of it once the
     others have reported): each promoted trial goes on from its checkpoint."""
     lrs = LRS
-    points = ", ".join(f"{{optimizer.lr: {lr}}}" for lr in lrs)
-    args = (
-        "model=tiny_cnn",
-        "model.channels=[8]",
-        "model.hidden=16",
-        "sweeper=random",
-        "optimizer.lr=tag(log, interval(1e-6, 0.1))",
-        f"hydra.sweeper.enqueue=[{points}]",
-        "pruner=asha_promote",
-        "hydra.sweeper.pruner.reduction_factor=2",
-        f"hydra.sweeper.n_trials={len(lrs)}",
-        "trainer.max_epochs=4",
-    )
+    args = promotion_sweep(max_epochs=4)
     sweep(tmp_path, *args)
     s = study(tmp_path)
     configs = {point_of(t) for t in s.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))}
@@ -170,18 +158,7 @@ def test_a_real_sweeps_promoted_trial_goes_on_from_its_checkpoint(tmp_path: Path
 
 @pytest.mark.slow  # a real sweep killed while a promoted trial trains, then rerun: CI runs it
 def test_a_sweep_killed_during_a_promotion_goes_on_where_it_stopped(tmp_path: Path):
-    args = (
-        "model=tiny_cnn",
-        "model.channels=[8]",
-        "model.hidden=16",
-        "sweeper=random",
-        "optimizer.lr=tag(log, interval(1e-6, 0.1))",
-        f"hydra.sweeper.enqueue=[{', '.join(f'{{optimizer.lr: {lr}}}' for lr in LRS)}]",
-        "pruner=asha_promote",
-        "hydra.sweeper.pruner.reduction_factor=2",
-        f"hydra.sweeper.n_trials={len(LRS)}",
-        "trainer.max_epochs=8",
-    )
+    args = promotion_sweep(max_epochs=8)
     proc = subprocess.Popen(sweep_cmd(tmp_path, *args), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"sqlite:///{tmp_path / 'studies.db'}"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_cfg, run_in_process
+from conftest import compose_cfg, run_cli, run_in_process
 from PIL import Image
 
 from cifar_sweep.data import sources
@@ -175,3 +175,14 @@ def test_a_sweeps_held_tree_keeps_its_first_listing_until_released(tmp_path: Pat
     assert len(sources.load(cfg).train_x) == 8
     release()  # what comes after the sweep reads the tree again
     assert len(sources.load(cfg).train_x) == 9
+
+
+def test_a_batch_larger_than_the_training_set_with_drop_last_is_one_line(tmp_path: Path):
+    done = run_cli("dataset.batch_size=4096", "dataset.drop_last=true", f"hydra.run.dir={tmp_path}")
+
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith(
+        "error: dataset.batch_size=4096 with dataset.drop_last=true leaves no training batch"
+    )
+    assert "Traceback" not in done.stdout + done.stderr

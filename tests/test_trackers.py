@@ -15,7 +15,17 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT, mlflow_runs, run_in_process, steps, study, sweep, sweep_cmd
+from conftest import (
+    PROMOTION_LRS,
+    ROOT,
+    mlflow_runs,
+    promotion_sweep,
+    run_in_process,
+    steps,
+    study,
+    sweep,
+    sweep_cmd,
+)
 from optuna.trial import TrialState
 
 from cifar_sweep.sweep.contract import MLFLOW_RUN, OWNER, RETRY_OF
@@ -317,22 +327,10 @@ def test_a_promoted_trial_goes_on_in_the_mlflow_run_of_the_trial_it_was_paused_a
     same run, so each point is one curve with every epoch logged once."""
     from cifar_sweep.sweep.contract import PROMOTED_FROM, point_of
 
-    lrs = [0.05, 0.01, 1e-6, 2e-6, 3e-6, 4e-6]  # test_asha's: two of them paused, then promoted
-
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    points = ", ".join(f"{{optimizer.lr: {lr}}}" for lr in lrs)
     sweep(
         tmp_path,
-        "model=tiny_cnn",
-        "model.channels=[8]",
-        "model.hidden=16",
-        "sweeper=random",
-        "optimizer.lr=tag(log, interval(1e-6, 0.1))",
-        f"hydra.sweeper.enqueue=[{points}]",
-        "pruner=asha_promote",
-        "hydra.sweeper.pruner.reduction_factor=2",
-        f"hydra.sweeper.n_trials={len(lrs)}",
-        "trainer.max_epochs=4",
+        *promotion_sweep(max_epochs=4),
         "logger=mlflow",
         f"logger.mlflow.tracking_uri={uri}",
     )
@@ -344,7 +342,7 @@ def test_a_promoted_trial_goes_on_in_the_mlflow_run_of_the_trial_it_was_paused_a
             t.user_attrs[MLFLOW_RUN] == s.trials[t.user_attrs[PROMOTED_FROM]].user_attrs[MLFLOW_RUN]
         )
     runs = mlflow_runs(uri, s.study_name)
-    assert len(runs) == 1 + len(lrs)  # the study's, and one per configuration
+    assert len(runs) == 1 + len(PROMOTION_LRS)  # the study's, and one per configuration
     for point in {point_of(t) for t in s.trials}:
         last = max((t for t in s.trials if point_of(t) == point), key=lambda t: t.number)
         [run] = [r for r in runs.values() if r.info.run_id == last.user_attrs[MLFLOW_RUN]]

@@ -10,17 +10,22 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT, distinct_params, states, study, sweep, sweep_cmd, wait_for
+from conftest import (
+    ROOT,
+    default_sigint,
+    distinct_params,
+    states,
+    study,
+    sweep,
+    sweep_cmd,
+    wait_for,
+)
 from optuna.trial import TrialState
 
 from cifar_sweep.sweep import contract, optuna_private, ownership
 from cifar_sweep.sweep.contract import FAIL_KIND, FAIL_REASON, OWNER, RETRY_OF
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def default_sigint() -> None:  # a shell's background job ignores SIGINT; a terminal does not
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.slow  # real processes, tens of seconds; make test-slow and CI run it

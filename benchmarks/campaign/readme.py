@@ -4,9 +4,9 @@ Published figures stand beside ours; a stage not yet run says so. The section si
 marker comments and is replaced whole, so the rest of the README is never touched.
 """
 
-import re
 from pathlib import Path
 
+from benchmarks import readme_section
 from benchmarks.campaign.cpu import ALL as CPU_STAGES
 from benchmarks.campaign.stages import ALL
 
@@ -239,14 +239,4 @@ def update(readme: Path, device: str, source, results: dict) -> None:
     on_cpu = any(name in CPU_STAGES for name in results)
     key = "cpu" if on_cpu else device
     text = cpu_section(device, source, results) if on_cpu else section(device, source, results)
-    begin, end = f"<!-- campaign: {key} -->", f"<!-- end campaign: {key} -->"
-    block = f"{begin}\n{text}{end}\n"
-    text = readme.read_text()
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text)
-    elif "\n## Limits" in text:
-        text = text.replace("\n## Limits", f"\n{block}\n## Limits", 1)
-    else:
-        text += f"\n{block}"
-    readme.write_text(text)
+    readme_section.put(readme, f"<!-- campaign: {key} -->", f"<!-- end campaign: {key} -->", text)

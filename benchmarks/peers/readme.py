@@ -2,10 +2,10 @@
 (min-max) over seeds, our time-to-target ratios against the goal, and the plot. It sits between two
 marker comments and is replaced whole, so the rest of the README is never touched."""
 
-import re
 import statistics
 from pathlib import Path
 
+from benchmarks import readme_section
 from benchmarks.peers import ours, promote, ray_tune, stock
 from benchmarks.peers.arms import ARMS
 
@@ -95,13 +95,4 @@ def section(results: dict, source: Path, plot: Path) -> str:
 
 def update(readme: Path, results: dict, source: Path, plot: Path) -> None:
     """Replace (or add, before "## Limits") the section in `readme`."""
-    block = f"{BEGIN}\n{section(results, source, plot)}{END}\n"
-    text = readme.read_text()
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text)
-    elif "\n## Limits" in text:
-        text = text.replace("\n## Limits", f"\n{block}\n## Limits", 1)
-    else:
-        text += f"\n{block}"
-    readme.write_text(text)
+    readme_section.put(readme, BEGIN, END, section(results, source, plot))

@@ -56,12 +56,12 @@ class DeviceBatches:
         self.draws = torch.Generator(device=device or x.device) if several else self.generator
 
     def __len__(self) -> int:
-        per_rank = self._per_rank()
+        per_rank = self.per_rank()
         if self.drop_last:
             return per_rank // self.batch_size
         return math.ceil(per_rank / self.batch_size)
 
-    def _per_rank(self) -> int:
+    def per_rank(self) -> int:
         """This rank's images an epoch. Training: every rank the same number (a shard one short
         repeats an image), as DDP needs the same steps on every rank; evaluation: each image
         once, so a shard may be one shorter, and its batch count too."""

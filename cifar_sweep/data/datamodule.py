@@ -92,6 +92,15 @@ class ImageDataModule(L.LightningDataModule):
         self.classes = data.classes
         self.mean, self.std = self._normalization(data)
 
+    def _no_empty_epoch(self, batches: DeviceBatches) -> None:
+        """A training epoch with no batch would train nothing and log no validation, silently."""
+        if self.cfg.drop_last and not len(batches):
+            raise UserError(
+                f"dataset.batch_size={self.cfg.batch_size} with dataset.drop_last=true leaves no "
+                f"training batch: {batches.per_rank()} training images per device; lower "
+                "dataset.batch_size, or set dataset.drop_last=false"
+            )
+
     def _normalization(self, data: sources.Splits) -> tuple[list[float], list[float]]:
         """dataset.mean/std, or where null the training images' own (computed with the cache)."""
         out = []
@@ -174,6 +183,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DeviceBatches:
         self._train = self._batches("train", train=True)
+        self._no_empty_epoch(self._train)
         if self._resumed is not None:  # go on with the data order where the checkpoint left it
             self._restore_generator(self._resumed)
             torch.set_rng_state(self._resumed["rng"])

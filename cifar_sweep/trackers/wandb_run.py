@@ -14,12 +14,21 @@ from pathlib import Path
 import optuna
 from omegaconf import DictConfig
 
-from cifar_sweep.sweep.contract import point_of
+from cifar_sweep.sweep.contract import PROMOTED_FROM, RETRY_OF
 
 
 def first_attempt(trial: optuna.trial.Trial) -> int:
     """The number of the first trial of `trial`'s point, through every retry and promotion."""
-    return point_of(trial.study.get_trials(deepcopy=False)[trial.number])
+    trials = trial.study.get_trials(deepcopy=False)
+    number = trial.number
+    while (earlier := _goes_on_from(trials[number].user_attrs)) is not None:
+        number = earlier
+    return number
+
+
+def _goes_on_from(attrs: dict) -> int | None:
+    """The trial a retry or a promotion goes on from; None for a point's first trial."""
+    return attrs.get(RETRY_OF, attrs.get(PROMOTED_FROM))
 
 
 def fill(node: DictConfig, *, name: str, trial, out_dir: Path) -> None:

@@ -19,8 +19,12 @@ class CifarOptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         from cifar_sweep.sweep.sweep_checks import check_sweep
+        from cifar_sweep.sweep.workers import started_by_a_sweep
 
-        check_sweep(config)  # a bad value is answered before the study's heavy imports
+        if started_by_a_sweep():  # its launching process checked the same config; the trials'
+            import lightning.pytorch  # noqa: F401  imports before the first, not in it (Ctrl-C)
+        else:
+            check_sweep(config)  # a bad value is answered before the study's heavy imports
         from cifar_sweep.sweep.sweeper import CifarOptunaSweeperImpl
 
         self.sweeper = CifarOptunaSweeperImpl(**self.fields)
