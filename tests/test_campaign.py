@@ -199,7 +199,7 @@ def test_smoke_campaign_records_every_stage_and_resumes(tmp_path: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # four toy stages, twice, on a busy 2-core CPU
+@pytest.mark.timeout(1800)  # five toy stages, twice, on a busy 2-core CPU
 def test_cpu_profile_killed_mid_stage_goes_on_with_what_it_had(tmp_path: Path):
     """The CPU reproduction at toy scale: killed (SIGKILL, the whole process group) once model A
     of cpu-s0 has finished, the same command keeps A's run, goes on with the rest, and renders
@@ -224,13 +224,16 @@ def test_cpu_profile_killed_mid_stage_goes_on_with_what_it_had(tmp_path: Path):
 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(results_file.read_text())
-    assert sorted(results) == ["cpu-s0", "cpu-s2", "cpu-s4-detached", "cpu-s4-lr"]
+    assert sorted(results) == ["cpu-pbt", "cpu-s0", "cpu-s2", "cpu-s4-detached", "cpu-s4-lr"]
     assert all(r["complete"] for r in results.values())
     s0 = results["cpu-s0"]
     assert s0["commands"][0]["kept"] and a.stat().st_mtime_ns == a_written  # A not trained again
     assert s0["figures"]["models"].keys() == {"A", "B"} and s0["figures"]["ratios"]
     assert s0["wall_s"] > spent_before_kill > 0  # the killed run's time counted, then more
     assert results["cpu-s4-lr"]["figures"]["per_lr"].keys() == {"0.001", "0.01", "0.1"}
+    pbt = results["cpu-pbt"]["figures"]  # PBT beside its grid, at equal epochs
+    assert pbt["per_lr"].keys() == {"0.001", "0.01", "0.1"} and pbt["grid_epochs"] == 3 * 2
+    assert pbt["pbt_epochs"] == 3 * 2 and pbt["schedule"][0]["epoch"] == 0
     text = readme.read_text()
     section = text[text.index("## Measured on the CPU (2 cores)") : text.index("## Limits")]
     assert all(f"| {s} |" in section for s in results) and "not measured yet" not in section

@@ -10,6 +10,8 @@ process at a time: on 2 cores, two processes slow each other many times over.
 from pathlib import Path
 
 from benchmarks.campaign import stages
+from benchmarks.peers.problem import copy_subset
+from cifar_sweep.sweep import contract, pbt_replay
 
 WIDTH = "model.width=16"  # S4 at a width 2 cores can train in an hour (published: 64)
 # a sweep stage may be cut short many times: its interrupted trial is retried (from its last
@@ -114,9 +116,65 @@ def cpu_s4_detached(c, previous: dict) -> dict:
     return {"figures": figures, "commands": [call], "complete": call.get("rc") is not None}
 
 
+# PBT beside the grid it replaces, on S4's learning-rate question at a size 2 cores train in half an
+# hour: 8k/2k images of the JPEG copy (the first 1000 per class), 12 epochs a member or a rate, so
+# the grid and the population each train 3 x 12 epochs. PBT searches lr over the grid's range.
+PBT_SIZE = ["dataset.val_size=2000", "trainer.max_epochs=12"]
+PBT = [
+    "sweeper=pbt",
+    "hydra.sweeper.params={optimizer.lr:'tag(log, interval(0.001, 0.1))'}",
+    "hydra.sweeper.pbt.population=3",
+]
+PBT_SMOKE = ["hydra.sweeper.pbt.interval_epochs=1"]  # toy scale: 1 epoch, so intervals of 1
+
+
+def epochs(study) -> int:
+    """Epochs in the study's finished trials (a PBT interval counts from its parent's last epoch,
+    where it went on from; a retry counts in place of the attempt it resumed)."""
+    trials = study.get_trials(deepcopy=False) if study else []
+    total = 0
+    for t in trials:
+        if t.state.name in ("COMPLETE", "PRUNED") and t.last_step is not None:
+            parent = t.user_attrs.get(contract.PBT_PARENT)
+            total += t.last_step + 1 - (0 if parent is None else trials[parent].last_step + 1)
+    return total
+
+
+def exploited(trial) -> bool:
+    return bool(trial.user_attrs.get(contract.PBT_NEXT, {}).get("exploit"))
+
+
+def cpu_pbt(c, previous: dict) -> dict:
+    """PBT (sweeper=pbt, 3 members) against S4's grid of 3 fixed rates at equal epochs."""
+    if c.smoke:
+        common = [*stages.scale(c, "resnet18_lr"), "trainer.max_epochs=2", *PBT_SMOKE]
+    else:
+        subset = copy_subset(c.data, c.out / "cpu-pbt" / "data", 1000, 100)
+        common = [WIDTH, RETRY, f"dataset.root={subset}", *PBT_SIZE]
+    gcall, grid, _ = stages.sweep(c, "cpu-pbt/grid", "resnet18_lr", *common)
+    pcall, pbt, _ = stages.sweep(c, "cpu-pbt/pbt", "resnet18_lr", *common, *PBT)
+    per_lr = {str(t.params["optimizer.lr"]): t.value for t in stages.finished(grid)}
+    figures = {"per_lr": per_lr, "grid_best": max(per_lr.values(), default=None)}
+    figures |= {"grid_epochs": epochs(grid), "grid_wall_s": gcall["wall_s"]}
+    best = max(stages.finished(pbt), key=lambda t: t.value, default=None)
+    if best is not None:
+        trials = pbt.get_trials(deepcopy=False)
+        figures |= {
+            "pbt_best": best.value,
+            "pbt_member": best.user_attrs.get(contract.PBT_MEMBER),
+            "schedule": pbt_replay.segments(pbt, best),
+            "exploits": sum(exploited(t) for t in trials),
+            "pbt_epochs": epochs(pbt),
+            "pbt_wall_s": pcall["wall_s"],
+        }
+    done = len(per_lr) == 3 and best is not None and ran(gcall, pcall)
+    return {"figures": figures, "commands": [gcall, pcall], "complete": done}
+
+
 ALL = {
     "cpu-s2": cpu_s2,
     "cpu-s0": cpu_s0,
     "cpu-s4-lr": cpu_s4_lr,
     "cpu-s4-detached": cpu_s4_detached,
+    "cpu-pbt": cpu_pbt,
 }

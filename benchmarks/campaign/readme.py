@@ -112,6 +112,7 @@ CPU_PUBLISHED = {
     "59.44%, gap 0.0865, ~55 epochs, 2.58 s/epoch (A/B 2.3x the time, 3x the FLOPs)",
     "cpu-s4-lr": "val 80.28 / 85.82 / 84.54 % at lr 0.001 / 0.01 / 0.1 (width 64): 0.01 best",
     "cpu-s4-detached": "detached BatchNorm fails: loss above 80, about 22% (width 64)",
+    "cpu-pbt": "(no published figure: PBT against the grid it replaces, at equal epochs)",
 }
 CPU_WHAT = {
     "cpu-s2": "`nas_hyperband` as published: TPE + Hyperband, 10 trials x 5 epochs, 45k/5k/10k; "
@@ -120,6 +121,8 @@ CPU_WHAT = {
     "Adam lr 0.001, batch 128, early stopping (val/loss, 5), plateau schedule (2), up to 60 epochs",
     "cpu-s4-lr": "`resnet18_lr model.width=16`: SGD 0.9, crop+flip, 40k/10k/10k, 15 epochs per lr",
     "cpu-s4-detached": "`resnet18_detached_bn model.width=16`: lr 0.01, 15 epochs",
+    "cpu-pbt": "`resnet18_lr model.width=16` on 8k/2k images: the grid (lr 0.001 / 0.01 / 0.1, "
+    "12 epochs each) beside `sweeper=pbt` (3 members, lr in [0.001, 0.1], 12 epochs each)",
 }
 
 
@@ -154,6 +157,8 @@ def cpu_summary(name: str, entry: dict, results: dict) -> str:
         if "finding_holds" in f:
             text += f" ({'0.01 best, 0.001 worst: holds' if f['finding_holds'] else 'differs'})"
         return text
+    if name == "cpu-pbt":
+        return pbt_summary(f)
     if name == "cpu-s4-detached":
         if f.get("val_acc") is None:
             return f"ended: {' '.join(f.get('ended', [])) or 'no figures'}"
@@ -164,6 +169,23 @@ def cpu_summary(name: str, entry: dict, results: dict) -> str:
             f"{_pct(batch.get('val_acc'))}"
         )
     return ""
+
+
+def pbt_summary(f: dict) -> str:
+    """The grid's rates and best beside PBT's best and the schedule it found."""
+    grid = " / ".join(
+        f"{_pct(v)}" for _, v in sorted(f.get("per_lr", {}).items(), key=lambda kv: float(kv[0]))
+    )
+    text = f"grid {grid} (best {_pct(f.get('grid_best'))}) in {f.get('grid_epochs')} epochs"
+    if f.get("pbt_best") is None:
+        return text + "; PBT not finished"
+    schedule = ", ".join(
+        f"epoch {s['epoch']}: lr {s['lr']:.3g}" for s in f.get("schedule", []) if "lr" in s
+    )
+    return (
+        f"{text}; PBT {_pct(f['pbt_best'])} in {f.get('pbt_epochs')} epochs, "
+        f"{f.get('exploits')} exploits; its best member's schedule: {schedule}"
+    )
 
 
 def cpu_section(device: str, source, results: dict) -> str:
