@@ -492,3 +492,29 @@ def test_a_pbt_sweep_killed_mid_interval_goes_on_to_the_same_members_and_epochs(
     assert sorted(t.user_attrs[PBT_MEMBER] for t in complete) == [0, 1]
     assert all(t.last_step == 3 for t in complete)
     assert not s.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+def test_an_interval_killed_in_its_first_epoch_is_retried_from_its_parents_checkpoint(tmp_path):
+    """A later interval copies its parent's best checkpoint into its own folder as it restores
+    (epoch=N-step=M.ckpt, no last.ckpt of its own yet); killed before its first epoch ends, its
+    retry goes on from the parent's checkpoint, not from epoch 0 in its own folder."""
+    from cifar_sweep.sweep import recovery
+
+    parent, own = tmp_path / "3", tmp_path / "7"
+    (parent / "checkpoints").mkdir(parents=True)
+    (parent / "checkpoints" / "last.ckpt").write_bytes(b"epoch 3")
+    (own / "checkpoints").mkdir(parents=True)
+    (own / "checkpoints" / "epoch=2-step=30.ckpt").write_bytes(b"the parent's best, copied")
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask({"optimizer.lr": FloatDistribution(1e-3, 1.0, log=True)})
+    attrs = {RUN_DIR: str(own), RESUME: str(parent), PBT_MEMBER: 1, PBT_GENERATION: 1}
+    attrs |= {PBT_PARENT: 3}
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    study.tell(trial, state=TrialState.FAIL)
+
+    assert recovery.requeue(study, study.trials[trial.number], max_retry=3)
+
+    [retry] = study.get_trials(states=(TrialState.WAITING,))
+    assert retry.user_attrs[RESUME] == str(parent)
+    assert retry.user_attrs[PBT_PARENT] == 3 and retry.user_attrs[PBT_MEMBER] == 1

@@ -20,6 +20,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from cifar_sweep.resume import LAST, PREVIOUS
 from cifar_sweep.sweep import optuna_private as private
 from cifar_sweep.sweep.contract import (
     FAIL_KIND,
@@ -92,8 +93,10 @@ def requeue(study: optuna.Study, t: optuna.trial.FrozenTrial, *, max_retry: int 
         log.warning("trial %d: its point was retried %d times; not again", t.number, max_retry)
         return False
     folder = t.user_attrs.get(RUN_DIR)  # the retry goes on from the last epoch it finished...
-    if not (folder and any((Path(folder) / "checkpoints").glob("*.ckpt"))):
-        folder = t.user_attrs.get(RESUME)  # ...or, stopped before its first epoch, its own's
+    if not (folder and any((Path(folder) / ckpt).exists() for ckpt in (LAST, PREVIOUS))):
+        # ...or, stopped before its first epoch, from where it went on from itself (a best
+        # checkpoint copied in from there is no epoch of its own: PBT, promotions)
+        folder = t.user_attrs.get(RESUME)
     attrs = {RETRY_OF: t.number, RETRIES: retries, POINT: point_of(t)}
     attrs |= {k: t.user_attrs[k] for k in LINEAGE if k in t.user_attrs}  # a PBT interval's
     return queue_once(study, t, attrs, key=RETRY_OF, resume=folder)
