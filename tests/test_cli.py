@@ -209,6 +209,14 @@ CASES = [
         ["-m", "sweeper=pbt", "scheduler=constant", "hydra.sweeper.pbt.quantile=0.75"],
         "hydra.sweeper.pbt.quantile=0.75 must be a number in (0, 0.5]",
     ),
+    (
+        ["-m", "sweeper=pbt", "scheduler=constant", "hydra.sweeper.pbt.max_epochs=3"],
+        "hydra.sweeper.pbt.max_epochs=3 must be trainer.max_epochs (2)",
+    ),
+    (
+        ["-m", "sweeper=pbt", "scheduler=constant", "trainer.early_stopping.patience=3"],
+        "sweeper=pbt with trainer.early_stopping.patience: a member trains every epoch",
+    ),
 ]
 # one per kind of error source, also through the real command line: a value check, an unknown
 # key, an unknown option, a parse error, a sweep check, the sweeper's own set-up, a data-tree

@@ -21,6 +21,7 @@ VALUES = {
     "interval_epochs": ("an integer >= 1", lambda v: is_int(v) and v >= 1),
     "quantile": ("a number in (0, 0.5]", lambda v: is_number(v) and 0 < v <= 0.5),
     "resample_p": ("a number in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1),
+    "seed": ("an integer", is_int),
     "perturb": (
         "a list of numbers > 0, e.g. [1.2, 0.8]",
         lambda v: isinstance(v, list) and v and all(is_number(f) and f > 0 for f in v),
@@ -38,6 +39,12 @@ def check_pbt(cfg: DictConfig, swept: list[str]) -> None:
     for key, (rule, ok) in VALUES.items():
         if not ok(pbt.get(key)):
             raise UserError(f"hydra.sweeper.pbt.{key}={pbt.get(key)} must be {rule}")
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    if pbt.get("max_epochs") != epochs:  # it decides at the last interval's end
+        raise UserError(
+            f"hydra.sweeper.pbt.max_epochs={pbt.get('max_epochs')} must be trainer.max_epochs "
+            f"({epochs}), each member's epochs: leave it as ${{trainer.max_epochs}}"
+        )
     for key in swept:
         if key not in MUTABLE and not key.startswith(MUTABLE_UNDER):
             raise UserError(
@@ -75,6 +82,12 @@ def _settings(cfg: DictConfig) -> None:
             "PBT ranks members by one objective",
         ),
         (cfg.repeats > 1, f"repeats={cfg.repeats}", "a member is one run; use repeats=1"),
+        (
+            OmegaConf.select(cfg, "trainer.early_stopping.patience") is not None,
+            "trainer.early_stopping.patience",
+            "a member trains every epoch of trainer.max_epochs (its patience would come with "
+            "the checkpoint it copies); set it to null",
+        ),
         (
             bool(cfg.dataset.get("folds")),
             f"dataset.folds={cfg.dataset.get('folds')}",
