@@ -518,3 +518,25 @@ def test_an_interval_killed_in_its_first_epoch_is_retried_from_its_parents_check
     [retry] = study.get_trials(states=(TrialState.WAITING,))
     assert retry.user_attrs[RESUME] == str(parent)
     assert retry.user_attrs[PBT_PARENT] == 3 and retry.user_attrs[PBT_MEMBER] == 1
+
+
+def test_two_workers_that_queued_and_took_one_interval_at_once_run_it_once():
+    """Two workers queue member 0's first interval at the same moment and each asks for one
+    before the later could step back: the later is not run, and names the one that runs it."""
+    from cifar_sweep.sweep.contract import NOT_RUN, classify
+    from cifar_sweep.sweep.loop import drop_surplus
+
+    s = pbt_study()
+    for _ in range(2):  # what pbt_schedule.queue writes, twice, before either withdraws
+        s.enqueue_trial({}, user_attrs={PBT_MEMBER: 0, PBT_GENERATION: 0})
+    first, second = s.ask(), s.ask()
+    assert second.user_attrs[PBT_MEMBER] == 0  # both hold the same (member, generation)
+
+    kept = drop_surplus(s, [second], s.pruner.n_trials) + drop_surplus(
+        s, [first], s.pruner.n_trials
+    )
+
+    assert [t.number for t in kept] == [first.number]
+    frozen = s.trials[second.number]
+    assert classify(frozen) == NOT_RUN
+    assert f"trial {first.number} runs its PBT interval" in str(frozen.user_attrs.values())

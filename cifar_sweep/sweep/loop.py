@@ -285,8 +285,11 @@ def drop_surplus(study: optuna.Study, trials: Sequence, n_trials: int) -> list:
     for t in trials:
         before = {point_of(x) for x in live if x.number < t.number}
         frozen = private.frozen(study, t)
-        if isinstance(study.pruner, PBTPruner) and PBT_MEMBER not in frozen.user_attrs:
+        pbt = isinstance(study.pruner, PBTPruner)
+        if pbt and PBT_MEMBER not in frozen.user_attrs:
             fail(study, t, NOT_RUN, pbt_schedule.STRAY)  # PBT runs only the intervals it queued
+        elif pbt and (first := pbt_schedule.runs_it_already(study, frozen)) is not None:
+            fail(study, t, NOT_RUN, f"not run: trial {first} runs its PBT interval")
         elif point_of(frozen) not in before and len(before) >= n_trials:
             fail(study, t, NOT_RUN, SURPLUS)
         else:

@@ -9,8 +9,9 @@ goes on from the checkpoint its last interval chose at its end (PBT_NEXT, pbt.PB
 with the chosen values as fixed params. Queued trials are taken by any worker's ask().
 
 Once: two workers that queue the same member's same generation at the same moment leave one (the
-later number steps back, as recovery's retries do), and a trial a worker asked for when another
-took the interval queued a moment before is not run (loop.drop_surplus).
+later number steps back, as recovery's retries do; asked for before it could, it is not run:
+runs_it_already), and a trial a worker asked for when another took the interval queued a moment
+before is not run (loop.drop_surplus).
 """
 
 import optuna
@@ -107,6 +108,16 @@ def _same_slot(study: optuna.Study, slot: tuple) -> list[FrozenTrial]:
         for t in study.get_trials(deepcopy=False)
         if _slot(t) == slot and RETRY_OF not in t.user_attrs and classify(t) != NOT_RUN
     ]
+
+
+def runs_it_already(study: optuna.Study, trial: FrozenTrial) -> int | None:
+    """The trial that holds `trial`'s (member, generation) already when two workers queued it
+    and both asked for it before the later one stepped back; None when `trial` holds it."""
+    slot = _slot(trial)
+    if slot is None or RETRY_OF in trial.user_attrs:
+        return None
+    first = _same_slot(study, slot)
+    return first[0].number if first and first[0].number != trial.number else None
 
 
 def _withdraw_duplicates(study: optuna.Study, slot: tuple) -> None:
