@@ -14,6 +14,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from cifar_sweep.errors import UserError
 from cifar_sweep.sweep import optuna_private, pbt_replay
 from cifar_sweep.sweep.contract import (
     PBT_GENERATION,
@@ -54,10 +55,13 @@ def fixed_rate(lr: float) -> float:
     return score
 
 
-def stand_in_jobs(s: optuna.Study, trained: list, *, stop_after: int | None = None):
+def stand_in_jobs(
+    s: optuna.Study, trained: list, *, stop_after: int | None = None, diverge_above=math.inf
+):
     """A launcher whose jobs train the toy model: from the checkpoint in `resume=` (its epoch and
     score), writing their own after every epoch, reporting each epoch and stopping where the
-    pruner says. `stop_after`: Ctrl-C after that many epochs in all, as a kill would."""
+    pruner says. `stop_after`: Ctrl-C after that many epochs in all, as a kill would; a rate above
+    `diverge_above` fails its job's first epoch as divergence.StopOnNonFinite does."""
 
     def launch(jobs, initial_job_idx):
         returns = []
@@ -74,6 +78,10 @@ def stand_in_jobs(s: optuna.Study, trained: list, *, stop_after: int | None = No
             own = Path(frozen.user_attrs[RUN_DIR]) / "checkpoints"
             own.mkdir(parents=True, exist_ok=True)
             ret = None
+            if lr > diverge_above:
+                error = UserError(f"diverged: train/loss is nan at epoch {epoch} (lr {lr})")
+                returns.append(JobReturn(status=JobStatus.FAILED, _return_value=error))
+                continue
             for e in range(epoch, EPOCHS):
                 score += gain(lr, score)
                 (own / "last.ckpt").write_text(json.dumps({"epoch": e + 1, "score": score}))
@@ -105,13 +113,13 @@ def pbt_study(seed: int = 0) -> optuna.Study:
     return optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
 
 
-def run(s: optuna.Study, tmp_path: Path, trained: list, **kw) -> None:
+def run(s: optuna.Study, tmp_path: Path, trained: list, failure_budget=0, **kw) -> None:
     WorkerLoop(
         study=s,
         n_trials=s.pruner.n_trials,
         n_jobs=1,
         grid=False,
-        failure_budget=0,
+        failure_budget=failure_budget,
         launch=stand_in_jobs(s, trained, **kw),
         overrides=lambda trials: [
             [f"optimizer.lr={t.suggest_float('optimizer.lr', LOW, HIGH, log=True)}"] for t in trials
@@ -540,3 +548,29 @@ def test_two_workers_that_queued_and_took_one_interval_at_once_run_it_once():
     frozen = s.trials[second.number]
     assert classify(frozen) == NOT_RUN
     assert f"trial {first.number} runs its PBT interval" in str(frozen.user_attrs.values())
+
+
+def test_a_member_that_diverges_goes_on_from_a_top_members_checkpoint(tmp_path):
+    """A rate that blows the toy up fails its interval as diverged; the member is not lost: it
+    goes on from a top member's checkpoint at the epoch the failed interval started from, and
+    every member still trains to the end (Ray's PBT stops such a trial)."""
+    s, trained = pbt_study(), []
+    run(s, tmp_path, trained, diverge_above=0.2, failure_budget=POPULATION * EPOCHS)
+    failed = s.get_trials(states=(TrialState.FAIL,))
+    assert failed and all("diverged" in t.user_attrs.values() for t in failed)
+    complete = s.get_trials(states=(TrialState.COMPLETE,))
+    assert sorted(t.user_attrs[PBT_MEMBER] for t in complete) == list(range(POPULATION))
+    assert all(t.last_step == EPOCHS - 1 for t in complete)
+    for t in failed:
+        member, generation = t.user_attrs[PBT_MEMBER], t.user_attrs[PBT_GENERATION]
+        [after] = [  # the member's next try (it may fail again)
+            x
+            for x in s.trials
+            if x.user_attrs.get(PBT_MEMBER) == member
+            and x.user_attrs.get(PBT_GENERATION) == generation + 1
+        ]
+        if PBT_PARENT in t.user_attrs:  # from the epoch the failed interval started at
+            start = s.trials[t.user_attrs[PBT_PARENT]].last_step
+            assert s.trials[after.user_attrs[PBT_PARENT]].last_step == start
+        else:  # its first interval: a fresh draw from epoch 0
+            assert PBT_PARENT not in after.user_attrs and RESUME not in after.user_attrs

@@ -21,11 +21,14 @@ interval. pbt_schedule queues the next intervals (the member furthest behind fir
 those first, so the worst ranks itself last, against the most members); the job sets the explored
 values on the optimizer's param groups (changes.py).
 
-Open (issue 28): a member that fails (diverges) is lost, where it could exploit instead; an
-interval whose job died after this decision but before its trial was told is retried from its own
-checkpoint, so that member skips one decision; each interval is its own tracker run (MLflow could
-keep a member's intervals in one, as a promotion's are); the CPU comparison with cpu-s4-lr's grid
-has not run.
+A member whose interval fails for its values (diverged, an error: not retried) goes on as an
+exploit from the epoch that interval started at (`rescue`): from a top member's checkpoint there,
+with its values explored; failed in its first interval, from a fresh draw. Ray Tune stops such a
+trial, and the population shrinks.
+
+Open: an interval whose job died after this decision but before its trial was told is retried
+from its own checkpoint, so that member skips one decision; each interval is its own tracker run
+(MLflow could keep a member's intervals in one, as a promotion's are).
 
 Hand-written: Optuna declined PBT (optuna #287: it cannot share model snapshots), and Ray Tune's
 needs Ray's trial runner and checkpoints; here every trial keeps its last.ckpt, and a trial can go
@@ -43,7 +46,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from cifar_sweep.sweep import optuna_private as private
-from cifar_sweep.sweep.contract import NOT_RUN, PBT_MEMBER, PBT_NEXT, classify
+from cifar_sweep.sweep.contract import NOT_RUN, PBT_MEMBER, PBT_NEXT, PBT_PARENT, classify
 from cifar_sweep.sweep.pbt_explore import explore
 
 log = logging.getLogger(__name__)
@@ -108,6 +111,37 @@ class PBTPruner(BasePruner):
             trial.last_step + 1,
             parent.number,
             parent.user_attrs[PBT_MEMBER],
+            params,
+        )
+        return {"parent": parent.number, "params": params, "exploit": True}
+
+    def rescue(self, study: optuna.Study, failed: FrozenTrial) -> dict:
+        """How a member whose interval `failed` (diverged, an error) goes on: from the best
+        quantile of the intervals that ended at the epoch it started from, with their values
+        explored; {} after a failed first interval (its member starts again from a fresh draw)."""
+        trials = study.get_trials(deepcopy=False)
+        if PBT_PARENT not in failed.user_attrs:
+            return {}
+        step = trials[failed.user_attrs[PBT_PARENT]].last_step
+        ended = [t for t in trials if t.state == TrialState.PRUNED and t.last_step == step]
+        _, top = quantiles(ended, self.quantile, study.direction)
+        ranked = top or ended or [trials[failed.user_attrs[PBT_PARENT]]]  # few have got there
+        rng = random.Random(f"{self.seed}/{failed.number}")
+        parent = rng.choice(ranked)
+        params = explore(
+            parent.params,
+            parent.distributions,
+            rng=rng,
+            perturb=self.perturb,
+            resample_p=self.resample_p,
+        )
+        log.info(
+            "trial %d (member %d) failed; the member goes on from trial %d's checkpoint at "
+            "epoch %d with %s",
+            failed.number,
+            failed.user_attrs[PBT_MEMBER],
+            parent.number,
+            step + 1,
             params,
         )
         return {"parent": parent.number, "params": params, "exploit": True}

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from cifar_sweep.sweep import optuna_private as private
 from cifar_sweep.sweep.contract import (
+    CHARGED,
     FAIL_KIND,
     FAIL_REASON,
     NOT_RUN,
@@ -62,22 +63,30 @@ def ready(trials: list[FrozenTrial], population: int, direction) -> list[tuple]:
         latest = max(its, key=lambda t: (t.user_attrs[PBT_GENERATION], t.number))
         if latest.state == TrialState.PRUNED and PBT_NEXT in latest.user_attrs:
             found.append((latest.last_step + 1, member, latest))
+        elif classify(latest) in CHARGED:  # failed for its values, not retried: rescued
+            parent = latest.user_attrs.get(PBT_PARENT)
+            found.append((0 if parent is None else trials[parent].last_step + 1, member, latest))
     sign = -1 if direction == StudyDirection.MAXIMIZE else 1
 
     def order(r: tuple) -> tuple:
         start, member, ended = r
-        return start, sign * last_value(ended) if ended is not None else 0.0, member
+        value = last_value(ended) if ended is not None and ended.state == TrialState.PRUNED else 0
+        return start, sign * value, member
 
     return sorted(found, key=order)
 
 
 def queue(study: optuna.Study, trials: list, member: int, ended: FrozenTrial | None) -> bool:
     """Queue `member`'s next interval (after `ended`; None: its first), once; False when
-    another worker queued it first."""
+    another worker queued it first. After a failed interval, the pruner's rescue decides."""
     attrs = {PBT_MEMBER: member, PBT_GENERATION: 0}
     params = {}
-    if ended is not None:
-        decided = ended.user_attrs[PBT_NEXT]
+    failed = ended is not None and ended.state == TrialState.FAIL
+    decided = study.pruner.rescue(study, ended) if failed else None
+    if failed and not decided:  # its first interval failed: a fresh draw, from epoch 0
+        attrs[PBT_GENERATION] = ended.user_attrs[PBT_GENERATION] + 1
+    elif ended is not None:
+        decided = decided or ended.user_attrs[PBT_NEXT]
         parent = trials[decided["parent"]]  # a study's trial numbers are its list's indexes
         params = decided["params"]
         attrs = {
