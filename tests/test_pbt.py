@@ -435,7 +435,7 @@ REAL = (  # a real PBT sweep on the tiny set: 2 members, 3 one-epoch intervals e
     "model.hidden=16",
     "sweeper=pbt",
     "scheduler=constant",
-    "optimizer.lr=tag(log, interval(1e-3, 0.5))",
+    "hydra.sweeper.params={optimizer.lr:'tag(log, interval(1e-3, 0.5))'}",  # retrain takes it
     "hydra.sweeper.pbt.population=2",
     "hydra.sweeper.pbt.interval_epochs=1",
     "trainer.max_epochs=3",
@@ -468,6 +468,22 @@ def test_a_real_interval_goes_on_from_its_parents_checkpoint_with_its_own_lr(tmp
         )
         [log] = [p.read_text() for p in Path(t.user_attrs[RUN_DIR]).glob("*.log")]
         assert f"going on from epoch {parent.last_step + 1}, where the pruner paused it" in log
+
+    # retrain replays the best member from scratch: its epochs, at its lineage's rates
+    from conftest import in_process, sweep_overrides
+
+    from cifar_sweep import retrain
+
+    out = tmp_path / "retrain"
+    result = in_process(retrain.run, [*sweep_overrides(tmp_path, *REAL), f"hydra.run.dir={out}"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "is a PBT member: replayed from scratch as" in result.stdout
+    [metrics] = out.glob("**/metrics.json")
+    assert json.loads(metrics.read_text())["epochs"] == 3
+    [saved] = metrics.parent.glob("checkpoints/last.ckpt")
+    rates = [t.params["optimizer.lr"] for t in pbt_replay.lineage(s.trials, s.best_trial)]
+    state = torch.load(saved, weights_only=True)["optimizer_states"][0]["param_groups"][0]
+    assert state["lr"] == pytest.approx(rates[-1])  # the last interval's rate at its end
 
 
 @pytest.mark.slow  # a real sweep killed while a later interval trains, then rerun: CI runs it
