@@ -155,11 +155,22 @@ def save(c: Campaign, results: dict) -> None:
     """Write the results and the README section; copy both to --copy-to."""
     c.results.parent.mkdir(parents=True, exist_ok=True)
     c.results.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    readme.update(c.readme, c.hardware, named_from_readme(c.results, c.readme), results)
+    shown = with_other_cpus(c.results, results) if c.profile == "cpu" else results
+    readme.update(c.readme, c.hardware, named_from_readme(c.results, c.readme), shown)
     if c.copy_to:
         c.copy_to.mkdir(parents=True, exist_ok=True)
         shutil.copy(c.results, c.copy_to / c.results.name)
         shutil.copy(c.readme, c.copy_to / "README.md")
+
+
+def with_other_cpus(results_file: Path, results: dict) -> dict:
+    """The CPU stages of the results files beside `results_file` (cpu-<model>.json, each entry
+    names its machine), then `results`: the README's CPU section shows every one measured."""
+    merged = {}
+    for other in sorted(results_file.parent.glob("cpu-*.json")):
+        if other.resolve() != results_file.resolve():
+            merged |= {k: v for k, v in load(other).items() if k in cpu.ALL}
+    return merged | results
 
 
 def named_from_readme(path: Path, readme_file: Path) -> Path:
@@ -178,6 +189,8 @@ def render(results_file: Path, readme_file: Path) -> None:
     if not results:
         sys.exit(f"error: --render {results_file}: no stage recorded")
     device = next(iter(results.values()))["device"]
+    if any(name in cpu.ALL for name in results):
+        results = with_other_cpus(results_file, results)
     readme.update(readme_file, device, named_from_readme(results_file, readme_file), results)
     print(f"README section for {device}: {readme_file}")
 

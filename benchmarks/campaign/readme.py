@@ -189,16 +189,18 @@ def pbt_summary(f: dict) -> str:
 
 
 def cpu_section(device: str, source, results: dict) -> str:
+    named = Path(source)  # the other CPU results files beside it are shown too
+    files = f"`{named.parent}/cpu-*.json`" if named.name.startswith("cpu-") else f"`{named}`"
     lines = [
         "## Measured on the CPU (2 cores)",
         "",
-        f"Written by `make campaign PROFILE=cpu` from `{source}`: {device}, one training process "
-        f"at a time with 2 threads. Data: {JPEG}. Each stage's command: "
-        "`make campaign PROFILE=cpu STAGES=<stage>`; a stage cut short goes on from its last "
-        "epoch when run again, and its wall time adds up over the runs.",
+        f"Written by `make campaign PROFILE=cpu` from {files}: one training process "
+        f"at a time with 2 threads, on the machine each row names. Data: {JPEG}. Each stage's "
+        "command: `make campaign PROFILE=cpu STAGES=<stage>`; a stage cut short goes on from its "
+        "last epoch when run again, and its wall time adds up over the runs.",
         "",
-        "| stage | what | published | ours | wall min |",
-        "|---|---|---|---|---|",
+        "| stage | what | published | ours | wall min | machine |",
+        "|---|---|---|---|---|---|",
     ]
     for name in CPU_STAGES:
         entry = results.get(name)
@@ -206,7 +208,10 @@ def cpu_section(device: str, source, results: dict) -> str:
         if entry is not None and not entry.get("complete"):
             ours += " (partial: run the stage again to go on)"
         wall = "-" if entry is None else f"{entry['wall_s'] / 60:.0f}"
-        lines.append(f"| {name} | {CPU_WHAT[name]} | {CPU_PUBLISHED[name]} | {ours} | {wall} |")
+        machine = "-" if entry is None else entry.get("device", device)
+        lines.append(
+            f"| {name} | {CPU_WHAT[name]} | {CPU_PUBLISHED[name]} | {ours} | {wall} | {machine} |"
+        )
     return "\n".join(lines) + "\n"
 
 
