@@ -53,7 +53,8 @@ def load(*, smoke: bool, seeds: int | None, data: Path | None, out: Path) -> Pro
     size = spec.smoke if smoke else spec
     overrides = [*size.overrides]
     if not smoke:
-        subset = copy_subset(data, out / "data", spec.train_per_class, spec.test_per_class)
+        subset = out / f"data-{spec.train_per_class}-{spec.test_per_class}"  # per size
+        subset = copy_subset(data, subset, spec.train_per_class, spec.test_per_class)
         overrides.append(f"dataset.root={subset}")
     quiet = ["trainer.progress_bar=false", f"dataset.cache_dir={out / 'cache'}"]
     return Problem(

@@ -90,7 +90,6 @@ class WorkerLoop:
         self.runs = runs  # the study's MLflow runs (trackers.mlflow_study), when logged there
         self.terminated = self.in_trial = False
         self.signal: int | None = None  # the stop signal received, if any
-        self.chained = None  # the SIGTERM handler the loop's replaced, called by its own
 
     def run(self) -> None:
         """The loop, with SIGTERM handled as the module says (in the main thread only), while
@@ -98,7 +97,6 @@ class WorkerLoop:
         key = ownership.register(self.study, worker=self.worker, device=self.device)
         main = threading.current_thread() is threading.main_thread()
         previous = {sig: signal.signal(sig, self._on_signal) for sig in STOPS} if main else {}
-        self.chained = previous.get(signal.SIGTERM)  # the launching process's: pass it on
         try:
             return self._loop()
         finally:
@@ -109,8 +107,6 @@ class WorkerLoop:
     def _on_signal(self, signum: int, frame) -> None:
         self.terminated = True  # even if the exception below is lost (raised inside a GC hook)
         self.signal = signum
-        if signum == signal.SIGTERM and callable(self.chained):
-            self.chained(signum, frame)  # workers.run passes it on to the other workers
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         if self.in_trial:  # during fit Lightning raises its own SystemExit; this covers the rest

@@ -187,18 +187,18 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
         runs = tracked_study(self.config, the_study, space, sampler, launching=launching)
         done = False
         try:
-            loop_args = (the_study, n_trials, grid_size, names, space, fixed, fixed_overrides)
-            if self.workers > 1:  # worker 0 is this process: one start-up fewer before trials
+            if self.workers > 1:
                 trainer = self.config.trainer
+                per_trial = devices_per_trial(trainer)
                 workers.run(
                     self.config,
                     self.workers,
                     self.devices,
-                    per_trial=devices_per_trial(trainer),
+                    per_trial=per_trial,
                     accelerator=trainer.accelerator,
-                    own=lambda device: self._loop(*loop_args, runs=runs, on=device),
                 )
             else:
+                loop_args = (the_study, n_trials, grid_size, names, space, fixed, fixed_overrides)
                 self._loop(*loop_args, runs=runs)
             done = True
         finally:
@@ -206,17 +206,11 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
             if launching and (task is None or _ended(the_study, n_trials)):
                 self._report(the_study, done=done, runs=runs)
 
-    def _loop(
-        self, study, n_trials, grid_size, names, space, fixed, fixed_overrides, *, runs, on=None
-    ):
-        """This process's own worker loop (a worker of several, or the only one); `on`: the
-        device (group) of worker 0 when this process starts the others (workers.run)."""
+    def _loop(self, study, n_trials, grid_size, names, space, fixed, fixed_overrides, *, runs):
+        """This process's own worker loop (a worker of several, or the only one)."""
         launching = not workers.started_by_a_sweep()
         task = slurm.array_task()
         worker = self.worker if self.worker is not None else task or 0
-        devices = (
-            self.devices if on is None else [[d if d == "cpu" else int(d) for d in on.split(",")]]
-        )
         per_trial = devices_per_trial(self.config.trainer)
         accelerator = self.config.trainer.accelerator
         if per_trial > 1:  # each trial as processes of its own, one per device
@@ -235,8 +229,8 @@ class CifarOptunaSweeperImpl(OptunaSweeperImpl):
             **self.heartbeat,
             max_retry=self.max_retry,
             worker=worker,
-            device=pinned(devices, per_trial=per_trial, accelerator=accelerator),
-            label="" if launching and task is None and on is None else f"worker {worker}: ",
+            device=pinned(self.devices, per_trial=per_trial, accelerator=accelerator),
+            label="" if launching and task is None else f"worker {worker}: ",
             sweep_dir=self.config.hydra.sweep.dir,
             runs=runs,
         ).run()

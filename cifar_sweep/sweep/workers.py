@@ -1,5 +1,4 @@
-"""Worker processes: the launching process is worker 0 and starts N-1 copies of the sweep, each on
-its devices (one Python start-up fewer before the first trials: about 6 s on 2 CPU cores).
+"""Worker processes: the launching process starts N copies of the sweep, each on its devices.
 
 A worker is the same command with `workers=1`, its own index and one device, or one group of
 `trainer.devices=k` devices when each trial trains on k (its trials run as processes of their own:
@@ -147,59 +146,35 @@ def command(config: DictConfig, worker: int, device: str) -> list[str]:
     ]
 
 
-def run(
-    config: DictConfig, workers: int, devices, *, per_trial: int, accelerator: str, own
-) -> None:
-    """Start workers 1 to N-1 as processes, run worker 0's loop in this one (`own(device)`, on
-    the first device or group, with its share of the cores), then wait for them all."""
+def run(config: DictConfig, workers: int, devices, *, per_trial: int, accelerator: str) -> None:
+    """Start `workers` worker processes and wait for them all."""
     ids = groups(devices, per_trial=per_trial, accelerator=accelerator)
     check_given([d for label in ids for d in label.split(",")])  # before any worker starts
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     threads = str(max(1, (cores or 1) // workers))  # each worker's share of the cores
-    share = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    env = {**os.environ, **share, PARENT: "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, PARENT: "1"}
     procs = []
-    for i in range(1, workers):
+    for i in range(workers):
         device = ids[i % len(ids)]
         procs.append(subprocess.Popen(command(config, i, device), env=env))
         log.info("worker %d: device %s, %s CPU threads, pid %d", i, device, threads, procs[-1].pid)
-    log.info(
-        "worker 0: device %s, %s CPU threads, pid %d (this process)", ids[0], threads, os.getpid()
-    )
 
     def forward(signum: int, frame) -> None:  # scancel signals this process: pass it on
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signum)
 
-    previous = signal.signal(signal.SIGTERM, forward)  # the loop's own handler calls it too
+    previous = signal.signal(signal.SIGTERM, forward)
     try:
-        _own_share(share)
-        try:
-            own(ids[0])
-        except KeyboardInterrupt:
-            raise
-        except BaseException:  # worker 0 stopped (an error, SIGTERM): the others as they end
-            for p in procs:
-                p.wait()
-            raise
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
         _stop(procs)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-    failed = [f"worker {i} (exit {c})" for i, c in enumerate(codes, start=1) if c]
+    failed = [f"worker {i} (exit {c})" for i, c in enumerate(codes) if c]
     if failed:
         raise UserError(f"{', '.join(failed)} stopped with an error; see its lines above")
-
-
-def _own_share(share: dict) -> None:
-    """Worker 0's share of the cores in this process, and in the processes it starts (ranks)."""
-    import torch
-
-    os.environ.update(share)
-    torch.set_num_threads(int(share["OMP_NUM_THREADS"]))
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
