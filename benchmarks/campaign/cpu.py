@@ -147,12 +147,13 @@ def exploited(trial) -> bool:
 def cpu_pbt(c, previous: dict) -> dict:
     """PBT (sweeper=pbt, 3 members) against S4's grid of 3 fixed rates at equal epochs."""
     if c.smoke:
-        common = [*stages.scale(c, "resnet18_lr"), "trainer.max_epochs=2", *PBT_SMOKE]
+        common = [*stages.scale(c, "resnet18_lr"), "trainer.max_epochs=2"]
     else:
         subset = copy_subset(c.data, c.out / "cpu-pbt" / "data", 1000, 100)
         common = [WIDTH, RETRY, f"dataset.root={subset}", *PBT_SIZE]
     gcall, grid, _ = stages.sweep(c, "cpu-pbt/grid", "resnet18_lr", *common)
-    pcall, pbt, _ = stages.sweep(c, "cpu-pbt/pbt", "resnet18_lr", *common, *PBT)
+    pbt_args = [*PBT, *(PBT_SMOKE if c.smoke else [])]
+    pcall, pbt, _ = stages.sweep(c, "cpu-pbt/pbt", "resnet18_lr", *common, *pbt_args)
     per_lr = {str(t.params["optimizer.lr"]): t.value for t in stages.finished(grid)}
     figures = {"per_lr": per_lr, "grid_best": max(per_lr.values(), default=None)}
     figures |= {"grid_epochs": epochs(grid), "grid_wall_s": gcall["wall_s"]}
