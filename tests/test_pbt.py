@@ -360,7 +360,7 @@ def test_a_trial_asked_when_another_worker_took_the_queued_interval_is_not_run()
     from cifar_sweep.sweep.pbt_schedule import STRAY, to_ask
 
     s = pbt_study()
-    assert to_ask(s, n_jobs=1) == 1  # member 0's first interval, queued
+    assert to_ask(s, n_jobs=1, max_retry=1) == 1  # member 0's first interval, queued
     taken, stray = s.ask(), s.ask()  # a second worker asked at the same moment: a fresh trial
     kept = drop_surplus(s, [taken, stray], s.pruner.n_trials)
     assert [t.number for t in kept] == [taken.number]
@@ -590,3 +590,39 @@ def test_a_member_that_diverges_goes_on_from_a_top_members_checkpoint(tmp_path):
             assert s.trials[after.user_attrs[PBT_PARENT]].last_step == start
         else:  # its first interval: a fresh draw from epoch 0
             assert PBT_PARENT not in after.user_attrs and RESUME not in after.user_attrs
+
+
+@pytest.mark.parametrize("retries, rescued", [(0, False), (1, True)])
+def test_a_member_whose_worker_died_more_than_max_retry_times_is_rescued(retries, rescued):
+    """An interval failed as worker_died is retried up to max_retry times (recovery); once no
+    retry will come, its member goes on as a rescue instead of being lost."""
+    from optuna.trial import create_trial
+
+    from cifar_sweep.sweep.contract import FAIL_KIND, RETRIES, WORKER_DIED
+    from cifar_sweep.sweep.pbt_schedule import ready
+
+    s = pbt_study()
+    dist = {"optimizer.lr": FloatDistribution(LOW, HIGH, log=True)}
+    for member in range(POPULATION):  # every member ended its first interval at epoch 0
+        attrs = {PBT_MEMBER: member, PBT_GENERATION: 0, RUN_DIR: f"/runs/{member}"}
+        attrs[PBT_NEXT] = {"parent": member, "params": {"optimizer.lr": 0.1}, "exploit": False}
+        s.add_trial(
+            create_trial(
+                state=TrialState.PRUNED,
+                params={"optimizer.lr": 0.1},
+                distributions=dist,
+                intermediate_values={0: float(member)},
+                user_attrs=attrs,
+            )
+        )
+    died = {PBT_MEMBER: 0, PBT_GENERATION: 1, PBT_PARENT: 0, FAIL_KIND: WORKER_DIED}
+    s.add_trial(
+        create_trial(
+            state=TrialState.FAIL,
+            params={"optimizer.lr": 0.1},
+            distributions=dist,
+            user_attrs={**died, RETRIES: retries},
+        )
+    )
+    found = ready(s.get_trials(), POPULATION, s.direction, max_retry=1)
+    assert (0 in [member for _, member, _ in found]) == rescued

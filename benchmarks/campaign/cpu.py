@@ -168,7 +168,8 @@ def cpu_pbt(c, previous: dict) -> dict:
             "pbt_epochs": epochs(pbt),
             "pbt_wall_s": pcall["wall_s"],
         }
-    done = len(per_lr) == 3 and best is not None and ran(gcall, pcall)
+    members = len(stages.finished(pbt))  # each member's last interval completes
+    done = len(per_lr) == 3 and members == 3 and ran(gcall, pcall)
     return {"figures": figures, "commands": [gcall, pcall], "complete": done}
 
 

@@ -184,7 +184,8 @@ def pbt_summary(f: dict) -> str:
     )
     return (
         f"{text}; PBT {_pct(f['pbt_best'])} in {f.get('pbt_epochs')} epochs, "
-        f"{f.get('exploits')} exploits; its best member's schedule: {schedule}"
+        f"{f.get('exploits')} exploit{'' if f.get('exploits') == 1 else 's'}; its best member's "
+        f"schedule: {schedule}"
     )
 
 

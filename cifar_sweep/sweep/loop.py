@@ -134,7 +134,7 @@ class WorkerLoop:
             if isinstance(study.pruner, ASHAPruner) and study.pruner.promote:
                 todo = asha.to_ask(study, n_jobs=self.n_jobs, n_trials=self.n_trials)
             if isinstance(study.pruner, PBTPruner):  # its intervals, queued
-                todo = pbt_schedule.to_ask(study, n_jobs=self.n_jobs)
+                todo = pbt_schedule.to_ask(study, n_jobs=self.n_jobs, max_retry=self.max_retry)
             if todo <= 0:
                 if running:
                     elsewhere = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

@@ -29,8 +29,10 @@ from cifar_sweep.sweep.contract import (
     PBT_NEXT,
     PBT_PARENT,
     RESUME,
+    RETRIES,
     RETRY_OF,
     RUN_DIR,
+    WORKER_DIED,
     classify,
 )
 from cifar_sweep.sweep.pbt import last_value, members
@@ -39,20 +41,22 @@ from cifar_sweep.sweep.recovery import take
 STRAY = "not run: another worker took the PBT interval queued for it"
 
 
-def to_ask(study: optuna.Study, *, n_jobs: int) -> int:
+def to_ask(study: optuna.Study, *, n_jobs: int, max_retry: int) -> int:
     """Queue the next intervals, up to `n_jobs` waiting; how many trials to ask for now (0: no
     member is ready, each is running or done)."""
     waiting = len(_waiting(study))
     trials = study.get_trials(deepcopy=False)
-    found = ready(trials, study.pruner.population, study.direction)
+    found = ready(trials, study.pruner.population, study.direction, max_retry=max_retry)
     for _, member, ended in found[: max(n_jobs - waiting, 0)]:
         queue(study, trials, member, ended)
     return min(n_jobs, len(_waiting(study)))
 
 
-def ready(trials: list[FrozenTrial], population: int, direction) -> list[tuple]:
+def ready(trials: list[FrozenTrial], population: int, direction, *, max_retry: int) -> list[tuple]:
     """(epoch it starts at, member, its last ended interval or None) of each member whose next
-    interval can be queued: the furthest behind first, then the best."""
+    interval can be queued: the furthest behind first, then the best, then a failed one. A
+    member whose interval failed for good (for its values, or its worker died more than
+    `max_retry` times: no retry comes) is rescued (pbt.PBTPruner.rescue)."""
     lineup = members(trials)
     found = []
     for member in range(population):
@@ -63,17 +67,26 @@ def ready(trials: list[FrozenTrial], population: int, direction) -> list[tuple]:
         latest = max(its, key=lambda t: (t.user_attrs[PBT_GENERATION], t.number))
         if latest.state == TrialState.PRUNED and PBT_NEXT in latest.user_attrs:
             found.append((latest.last_step + 1, member, latest))
-        elif classify(latest) in CHARGED:  # failed for its values, not retried: rescued
+        elif _failed_for_good(latest, max_retry):
             parent = latest.user_attrs.get(PBT_PARENT)
             found.append((0 if parent is None else trials[parent].last_step + 1, member, latest))
     sign = -1 if direction == StudyDirection.MAXIMIZE else 1
 
     def order(r: tuple) -> tuple:
         start, member, ended = r
-        value = last_value(ended) if ended is not None and ended.state == TrialState.PRUNED else 0
-        return start, sign * value, member
+        if ended is None or ended.state != TrialState.PRUNED:  # not started yet, or failed
+            return start, ended is not None, 0.0, member
+        return start, False, sign * last_value(ended), member
 
     return sorted(found, key=order)
+
+
+def _failed_for_good(trial: FrozenTrial, max_retry: int) -> bool:
+    """Failed, and no retry will be queued for it (recovery.requeue's rule)."""
+    kind = classify(trial)
+    return kind in CHARGED or (
+        kind == WORKER_DIED and trial.user_attrs.get(RETRIES, 0) + 1 > max_retry
+    )
 
 
 def queue(study: optuna.Study, trials: list, member: int, ended: FrozenTrial | None) -> bool:
@@ -82,6 +95,8 @@ def queue(study: optuna.Study, trials: list, member: int, ended: FrozenTrial | N
     attrs = {PBT_MEMBER: member, PBT_GENERATION: 0}
     params = {}
     failed = ended is not None and ended.state == TrialState.FAIL
+    if failed and _same_slot(study, (member, ended.user_attrs[PBT_GENERATION] + 1)):
+        return False  # rescued by another worker already
     decided = study.pruner.rescue(study, ended) if failed else None
     if failed and not decided:  # its first interval failed: a fresh draw, from epoch 0
         attrs[PBT_GENERATION] = ended.user_attrs[PBT_GENERATION] + 1

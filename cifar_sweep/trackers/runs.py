@@ -43,19 +43,9 @@ def tracked(cfg: DictConfig, *, trial, out_dir: Path) -> Iterator[DictConfig]:
         from cifar_sweep.trackers import wandb_run
 
         wandb_run.fill(cfg.logger.wandb, name=cfg.name, trial=trial, out_dir=out_dir)
-    error = None
-    try:
-        yield cfg
-    except BaseException as e:
-        error = e
-        raise
-    finally:
-        if run_id is not None:
-            owned = trial is None or trial.user_attrs.get(MLFLOW_RUN) is None
-            ended = mlflow_run.status(error) if owned else None
-            mlflow_run.close(cfg.logger.mlflow, run_id, out_dir, status=ended)
-        if wandb_node is not None:
-            wandb_run.finish(_state(error))
+    owned = trial is None or trial.user_attrs.get(MLFLOW_RUN) is None  # else the sweep ends it
+    with _closed(cfg, run_id, out_dir, wandb=wandb_node is not None, owned=owned) as ready:
+        yield ready
 
 
 @contextmanager
@@ -77,6 +67,14 @@ def part(cfg: DictConfig, name: str, out_dir: Path) -> Iterator[DictConfig]:
         from cifar_sweep.trackers import wandb_run
 
         wandb_run.part(cfg.logger.wandb, name)
+    with _closed(cfg, run_id, out_dir, wandb=wandb_node is not None, owned=True) as ready:
+        yield ready
+
+
+@contextmanager
+def _closed(cfg, run_id, out_dir: Path, *, wandb: bool, owned: bool) -> Iterator[DictConfig]:
+    """`cfg`; on the way out its MLflow run `run_id` closed (with how the job ended when this
+    job `owned` it) and its W&B run finished."""
     error = None
     try:
         yield cfg
@@ -85,8 +83,13 @@ def part(cfg: DictConfig, name: str, out_dir: Path) -> Iterator[DictConfig]:
         raise
     finally:
         if run_id is not None:
-            mlflow_run.close(cfg.logger.mlflow, run_id, out_dir, status=mlflow_run.status(error))
-        if wandb_node is not None:
+            from cifar_sweep.trackers import mlflow_run
+
+            ended = mlflow_run.status(error) if owned else None
+            mlflow_run.close(cfg.logger.mlflow, run_id, out_dir, status=ended)
+        if wandb:
+            from cifar_sweep.trackers import wandb_run
+
             wandb_run.finish(_state(error))
 
 
