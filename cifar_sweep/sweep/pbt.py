@@ -94,26 +94,10 @@ class PBTPruner(BasePruner):
         bottom, top = quantiles([*others, trial], self.quantile, study.direction)
         if trial.number not in {t.number for t in bottom}:
             return {"parent": trial.number, "params": trial.params, "exploit": False}
-        parent = rng.choice(top)
-        params = explore(
-            parent.params,
-            parent.distributions,
-            rng=rng,
-            perturb=self.perturb,
-            resample_p=self.resample_p,
-        )
-        log.info(
-            "trial %d (member %d): in the bottom %g at epoch %d; goes on from trial %d's "
-            "checkpoint (member %d) with %s",
-            trial.number,
-            trial.user_attrs[PBT_MEMBER],
-            self.quantile,
-            trial.last_step + 1,
-            parent.number,
-            parent.user_attrs[PBT_MEMBER],
-            params,
-        )
-        return {"parent": parent.number, "params": params, "exploit": True}
+        member, epoch = trial.user_attrs[PBT_MEMBER], trial.last_step + 1
+        said = f"trial {trial.number} (member {member}): in the bottom {self.quantile:g}"
+        said += f" at epoch {epoch}"
+        return self._exploit(rng.choice(top), rng, said)
 
     def rescue(self, study: optuna.Study, failed: FrozenTrial) -> dict:
         """How a member whose interval `failed` (diverged, an error) goes on: from the best
@@ -127,7 +111,11 @@ class PBTPruner(BasePruner):
         _, top = quantiles(ended, self.quantile, study.direction)
         ranked = top or ended or [trials[failed.user_attrs[PBT_PARENT]]]  # few have got there
         rng = random.Random(f"{self.seed}/{failed.number}")
-        parent = rng.choice(ranked)
+        said = f"trial {failed.number} (member {failed.user_attrs[PBT_MEMBER]}) failed"
+        return self._exploit(rng.choice(ranked), rng, said)
+
+    def _exploit(self, parent: FrozenTrial, rng: random.Random, said: str) -> dict:
+        """Go on from `parent`'s checkpoint with its values explored; `said` opens the log line."""
         params = explore(
             parent.params,
             parent.distributions,
@@ -136,12 +124,11 @@ class PBTPruner(BasePruner):
             resample_p=self.resample_p,
         )
         log.info(
-            "trial %d (member %d) failed; the member goes on from trial %d's checkpoint at "
-            "epoch %d with %s",
-            failed.number,
-            failed.user_attrs[PBT_MEMBER],
+            "%s; goes on from trial %d's checkpoint (member %d) at epoch %d with %s",
+            said,
             parent.number,
-            step + 1,
+            parent.user_attrs[PBT_MEMBER],
+            parent.last_step + 1,
             params,
         )
         return {"parent": parent.number, "params": params, "exploit": True}
