@@ -431,3 +431,26 @@ def promotion_sweep(max_epochs: int) -> list[str]:
         f"hydra.sweeper.n_trials={len(PROMOTION_LRS)}",
         f"trainer.max_epochs={max_epochs}",
     ]
+
+
+def kill_once_a_trial_runs_with(tmp_path: Path, args, attr: str, what: str) -> None:
+    """Start the sweep `args`, and kill -9 it (as a crash would: no trial told) once one of its
+    running trials has the user attribute `attr` (a promotion's, a later PBT interval's)."""
+    from optuna.trial import TrialState
+
+    proc = subprocess.Popen(sweep_cmd(tmp_path, *args), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    deadline = time.time() + 300
+    while True:
+        assert proc.poll() is None and time.time() < deadline, f"no {what} ran"
+        time.sleep(0.1)
+        try:
+            s = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
+            running = s.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        except (IndexError, KeyError, optuna.exceptions.StorageInternalError):
+            continue
+        if any(attr in t.user_attrs for t in running):
+            break
+    proc.kill()
+    proc.wait()

@@ -2,13 +2,17 @@
 curves that cross, promotion finds the best point where stopping loses it, for a third of the
 epochs of no pruning; a real sweep's promoted trial goes on from its checkpoint."""
 
-import subprocess
-import time
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import PROMOTION_LRS, ROOT, promotion_sweep, study, sweep, sweep_cmd
+from conftest import (
+    PROMOTION_LRS,
+    kill_once_a_trial_runs_with,
+    promotion_sweep,
+    study,
+    sweep,
+)
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
@@ -159,22 +163,7 @@ def test_a_real_sweeps_promoted_trial_goes_on_from_its_checkpoint(tmp_path: Path
 @pytest.mark.slow  # a real sweep killed while a promoted trial trains, then rerun: CI runs it
 def test_a_sweep_killed_during_a_promotion_goes_on_where_it_stopped(tmp_path: Path):
     args = promotion_sweep(max_epochs=8)
-    proc = subprocess.Popen(sweep_cmd(tmp_path, *args), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
-    deadline = time.time() + 300
-    while True:
-        assert proc.poll() is None and time.time() < deadline, "no promotion ran"
-        time.sleep(0.1)
-        try:
-            s = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
-            running = s.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        except (IndexError, KeyError, optuna.exceptions.StorageInternalError):
-            continue
-        if any(PROMOTED_FROM in t.user_attrs for t in running):
-            break
-    proc.kill()  # as a crash would: no trial told
-    proc.wait()
+    kill_once_a_trial_runs_with(tmp_path, args, PROMOTED_FROM, "promotion")
     sweep(tmp_path, *args)  # the same command, typed again
     s = study(tmp_path)
     configs = {point_of(t) for t in s.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))}

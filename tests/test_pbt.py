@@ -488,28 +488,10 @@ def test_a_real_interval_goes_on_from_its_parents_checkpoint_with_its_own_lr(tmp
 
 @pytest.mark.slow  # a real sweep killed while a later interval trains, then rerun: CI runs it
 def test_a_pbt_sweep_killed_mid_interval_goes_on_to_the_same_members_and_epochs(tmp_path):
-    import subprocess
-    import time
-
-    from conftest import ROOT, study, sweep, sweep_cmd
+    from conftest import kill_once_a_trial_runs_with, study, sweep
 
     args = (*REAL, "trainer.max_epochs=4")
-    proc = subprocess.Popen(sweep_cmd(tmp_path, *args), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
-    deadline = time.time() + 300
-    while True:
-        assert proc.poll() is None and time.time() < deadline, "no later interval ran"
-        time.sleep(0.1)
-        try:
-            s = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
-            running = s.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        except (IndexError, KeyError, optuna.exceptions.StorageInternalError):
-            continue
-        if any(PBT_PARENT in t.user_attrs for t in running):
-            break
-    proc.kill()  # as a crash would: no trial told
-    proc.wait()
+    kill_once_a_trial_runs_with(tmp_path, args, PBT_PARENT, "later interval")
     sweep(tmp_path, *args)  # the same command, typed again
     s = study(tmp_path)
     complete = s.get_trials(states=(TrialState.COMPLETE,))
