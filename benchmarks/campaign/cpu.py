@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks.campaign import stages
 from benchmarks.peers.problem import copy_subset
-from cifar_sweep.sweep import contract, pbt_replay
+from cifar_sweep.sweep import contract, pbt, pbt_replay
 
 WIDTH = "model.width=16"  # S4 at a width 2 cores can train in an hour (published: 64)
 # a sweep stage may be cut short many times: its interrupted trial is retried (from its last
@@ -135,8 +135,7 @@ def epochs(study) -> int:
     total = 0
     for t in trials:
         if t.state.name in ("COMPLETE", "PRUNED") and t.last_step is not None:
-            parent = t.user_attrs.get(contract.PBT_PARENT)
-            total += t.last_step + 1 - (0 if parent is None else trials[parent].last_step + 1)
+            total += t.last_step + 1 - pbt.start_epoch(t, trials)
     return total
 
 

@@ -37,7 +37,7 @@ PBT_GENERATION = PREFIX + "pbt_generation"  # on a PBT interval: its member's in
 PBT_PARENT = PREFIX + "pbt_parent"  # on a PBT interval: the trial whose checkpoint it goes on from
 PBT_NEXT = (
     PREFIX + "pbt_next"
-)  # on a PBT interval that ended: {parent, params, exploit} of the next
+)  # on a PBT interval that ended: {parent, params, exploit} of its next
 LINEAGE = (PBT_MEMBER, PBT_GENERATION, PBT_PARENT)  # what a retry of a PBT interval keeps
 WORKER = PREFIX + "worker:"  # study system attribute per sweep process: its owner record, or None
 MLFLOW_RUN = PREFIX + "mlflow_run"  # the trial's MLflow run id (a retry's is its first attempt's)

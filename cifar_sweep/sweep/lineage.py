@@ -9,9 +9,10 @@ import matplotlib.pyplot as plt
 import optuna
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from cifar_sweep.sweep.contract import PBT_MEMBER, PBT_PARENT, RETRY_OF
+from cifar_sweep.sweep.contract import PBT_MEMBER, PBT_PARENT
+from cifar_sweep.sweep.pbt import start_epoch
 
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -30,7 +31,7 @@ def plot(study: optuna.Study):
     members = sorted({t.user_attrs[PBT_MEMBER] for t in trials})
     fig, ax = plt.subplots(figsize=(8, 1.5 + 0.5 * len(members)))
     for t in trials:
-        member, start = t.user_attrs[PBT_MEMBER], _start(t, every)
+        member, start = t.user_attrs[PBT_MEMBER], start_epoch(t, every)
         ax.barh(member, t.last_step + 1 - start, left=start, color=cmap(norm(t.params[key])))
         parent = every[t.user_attrs[PBT_PARENT]] if PBT_PARENT in t.user_attrs else None
         if parent is not None and parent.user_attrs[PBT_MEMBER] != member:  # an exploit
@@ -45,12 +46,3 @@ def plot(study: optuna.Study):
     ax.set_xlabel("epoch")
     ax.set_title(f"{study.study_name}: PBT members by {key}; arrows: exploits")
     return ax
-
-
-def _start(t: FrozenTrial, every: list[FrozenTrial]) -> int:
-    """The epoch an interval started at: its parent's last (a retry's: its first attempt's)."""
-    while RETRY_OF in t.user_attrs:
-        t = every[t.user_attrs[RETRY_OF]]
-    if PBT_PARENT not in t.user_attrs:
-        return 0
-    return every[t.user_attrs[PBT_PARENT]].last_step + 1

@@ -281,11 +281,11 @@ def drop_surplus(study: optuna.Study, trials: Sequence, n_trials: int) -> list:
     point the study holds already (an ASHA promotion) is never surplus; under PBT, a trial is
     surplus when it is none of the intervals PBT queued."""
     live = [t for t in study.get_trials(deepcopy=False) if classify(t) in LIVE]
+    pbt = isinstance(study.pruner, PBTPruner)
     keep = []
     for t in trials:
         before = {point_of(x) for x in live if x.number < t.number}
         frozen = private.frozen(study, t)
-        pbt = isinstance(study.pruner, PBTPruner)
         if pbt and PBT_MEMBER not in frozen.user_attrs:
             fail(study, t, NOT_RUN, pbt_schedule.STRAY)  # PBT runs only the intervals it queued
         elif pbt and (first := pbt_schedule.runs_it_already(study, frozen)) is not None:

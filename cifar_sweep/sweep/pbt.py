@@ -134,6 +134,13 @@ class PBTPruner(BasePruner):
         return {"parent": parent.number, "params": params, "exploit": True}
 
 
+def start_epoch(trial: FrozenTrial, trials: list[FrozenTrial]) -> int:
+    """The epoch (0-based) a PBT interval started at: after its parent's last, or 0 for a
+    member's first (a retry keeps its first attempt's parent)."""
+    parent = trial.user_attrs.get(PBT_PARENT)
+    return 0 if parent is None else trials[parent].last_step + 1
+
+
 def last_value(trial: FrozenTrial) -> float:
     return trial.intermediate_values[trial.last_step]
 

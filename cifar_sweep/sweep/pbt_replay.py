@@ -11,6 +11,7 @@ from optuna.trial import FrozenTrial
 
 from cifar_sweep.errors import UserError
 from cifar_sweep.sweep.contract import PBT_PARENT
+from cifar_sweep.sweep.pbt import start_epoch
 
 PREFIX = "optimizer."
 
@@ -31,8 +32,7 @@ def segments(study: optuna.Study, trial: FrozenTrial) -> list[dict]:
     for t in lineage(trials, trial):
         values = {k.removeprefix(PREFIX): v for k, v in t.params.items() if k.startswith(PREFIX)}
         if values != before:
-            parent = trials[t.user_attrs[PBT_PARENT]] if PBT_PARENT in t.user_attrs else None
-            found.append({"epoch": 0 if parent is None else parent.last_step + 1, **values})
+            found.append({"epoch": start_epoch(t, trials), **values})
         before = values
     return found
 

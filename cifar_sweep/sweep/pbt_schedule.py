@@ -35,7 +35,7 @@ from cifar_sweep.sweep.contract import (
     WORKER_DIED,
     classify,
 )
-from cifar_sweep.sweep.pbt import last_value, members
+from cifar_sweep.sweep.pbt import last_value, members, start_epoch
 from cifar_sweep.sweep.recovery import take
 
 STRAY = "not run: another worker took the PBT interval queued for it"
@@ -68,8 +68,7 @@ def ready(trials: list[FrozenTrial], population: int, direction, *, max_retry: i
         if latest.state == TrialState.PRUNED and PBT_NEXT in latest.user_attrs:
             found.append((latest.last_step + 1, member, latest))
         elif _failed_for_good(latest, max_retry):
-            parent = latest.user_attrs.get(PBT_PARENT)
-            found.append((0 if parent is None else trials[parent].last_step + 1, member, latest))
+            found.append((start_epoch(latest, trials), member, latest))
     sign = -1 if direction == StudyDirection.MAXIMIZE else 1
 
     def order(r: tuple) -> tuple:
