@@ -333,3 +333,60 @@ def test_worker_devices_come_in_groups_of_trainer_devices(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
     assert pin([[2, 3]], per_trial=2, accelerator="gpu") == "2,3"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "6,7"
+
+
+def test_workers_and_reruns_train_the_start_up_points_one_worker_trains():
+    """A seeded study's random start-up points are the seed's, however the trials were shared:
+    one worker alone, or a first worker, a second that joined after it (it reseeds) and a rerun
+    after a crash give the same first points, with a define-by-run space and none repeated."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from cifar_sweep.sweep.loop import WorkerLoop
+
+    def suggest(trials):
+        for t in trials:  # per-layer values, as the NAS space suggests them
+            for i in range(t.suggest_int("layers", 1, 3)):
+                t.suggest_categorical(f"width.{i}", [16, 32, 64])
+            t.suggest_float("lr", 1e-4, 1e-1, log=True)
+        return [[f"lr={t.params['lr']}"] for t in trials]
+
+    def run(storage, n_trials: int) -> None:  # one process: its own sampler from the config
+        sampler = optuna.samplers.TPESampler(
+            seed=3, n_startup_trials=5, multivariate=True, constant_liar=True
+        )
+        s = optuna.create_study(
+            study_name="s",
+            storage=storage,
+            sampler=sampler,
+            direction="maximize",
+            load_if_exists=True,
+        )
+        WorkerLoop(
+            study=s,
+            n_trials=n_trials,
+            n_jobs=1,
+            grid=False,
+            failure_budget=0,
+            max_retry=1,
+            launch=lambda jobs, initial_job_idx: [
+                JobReturn(status=JobStatus.COMPLETED, _return_value=-abs(float(j[0][3:]) - 0.01))
+                for j in jobs
+            ],
+            overrides=suggest,
+            names=["val/acc_best"],
+            heartbeat_s=60,
+            grace_s=180,
+        ).run()
+
+    alone = optuna.storages.InMemoryStorage()
+    run(alone, n_trials=8)
+    shared = optuna.storages.InMemoryStorage()
+    for n_trials in (1, 3, 8):  # worker 0; worker 1, which reseeds; the rerun
+        run(shared, n_trials=n_trials)
+    one = [t.params for t in optuna.load_study(study_name="s", storage=alone).trials]
+    many = [t.params for t in optuna.load_study(study_name="s", storage=shared).trials]
+    assert many[:5] == one[:5]
+    assert len({str(sorted(p.items())) for p in many}) == len(many) == 8
+    again = optuna.storages.InMemoryStorage()
+    run(again, n_trials=8)  # one worker alone still draws as it did: the start-up, then TPE's
+    assert [t.params for t in optuna.load_study(study_name="s", storage=again).trials] == one

@@ -29,6 +29,7 @@ OBJECTIVE = PREFIX + "objective"  # study attribute: the metric name(s) the valu
 JOB_BEATS = PREFIX + "job_beats"  # system attribute: the job beats the heartbeat from now on
 RUN_DIR = PREFIX + "run_dir"  # the trial's job folder (absolute), where it keeps last.ckpt
 RESUME = PREFIX + "resume"  # on a queued retry: the job folder whose last.ckpt it goes on from
+START_UP = PREFIX + "start_up"  # system attribute: the seeded start-up point a new trial took
 POINT = PREFIX + "point"  # on a retry or promotion: the number of its point's first trial
 PAUSED = PREFIX + "paused"  # on a trial ASHA paused (pruner.promote): the epochs of its rung
 PROMOTED_FROM = PREFIX + "promoted_from"  # on a promotion: the paused trial it goes on from

@@ -19,7 +19,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from cifar_sweep.errors import UserError
-from cifar_sweep.sweep import asha, outcome, ownership, pbt_schedule, recovery
+from cifar_sweep.sweep import asha, outcome, ownership, pbt_schedule, recovery, start_up
 from cifar_sweep.sweep import optuna_private as private
 from cifar_sweep.sweep.asha import ASHAPruner
 from cifar_sweep.sweep.contract import (
@@ -114,9 +114,12 @@ class WorkerLoop:
 
     def _loop(self) -> None:
         study = self.study
+        sequence = start_up.StartUp(study, self.overrides, self.n_trials)  # before any reseed
         reseeded = any(map(_ran, study.get_trials(deepcopy=False)))
         if reseeded:  # a rerun or a second worker: do not replay the seeded sequence
             study.sampler.reseed_rng()
+        elif sequence.length:  # the start-up points are the sequence's: draw on after them
+            study.sampler = sequence.drawn()
         while not self.terminated:
             if recovery.recover(study, max_retry=self.max_retry, grace_s=self.grace_s):
                 log.info("%strials of dead or silent workers failed and queued again", self.label)
@@ -149,6 +152,7 @@ class WorkerLoop:
             for _ in range(todo):  # each claimed at once (a kill in between: recovery.orphans)
                 trials.append(study.ask())
                 ownership.claim(study, trials[-1], worker=self.worker, device=self.device)
+                sequence.take(trials[-1])
             if (
                 trials
                 and not reseeded

@@ -10,9 +10,14 @@ distribution before it is queued; the workers of a study are recorded on it, and
 are found before they are failed with a reason (Optuna's own check fails them without one).
 """
 
+import copy
+
 import optuna
 from optuna.distributions import BaseDistribution
+from optuna.samplers._lazy_random_state import LazyRandomState
 from optuna.trial import FrozenTrial, TrialState
+
+FIXED = "fixed_params"  # Optuna's system attribute on a queued trial: the values it suggests
 
 
 def trial_id(trial: optuna.trial.Trial | FrozenTrial) -> int:
@@ -42,6 +47,31 @@ def set_user_attr(study: optuna.Study, trial, key: str, value) -> None:
 
 def set_system_attr(study: optuna.Study, trial, key: str, value) -> None:
     study._storage.set_trial_system_attr(_id(trial), key, value)
+
+
+def fix_params(study: optuna.Study, trial: optuna.trial.Trial, params: dict) -> None:
+    """Make a trial just asked suggest `params`, as an enqueued one does: Optuna reads them from
+    its FIXED system attribute, which the Trial cached when it was asked."""
+    study._storage.set_trial_system_attr(trial._trial_id, FIXED, params)
+    trial._fixed_params = dict(params)
+    trial._cached_frozen_trial.system_attrs[FIXED] = dict(params)
+
+
+def with_random_state(sampler: optuna.samplers.BaseSampler, source) -> optuna.samplers.BaseSampler:
+    """A copy of `sampler` whose random generators (its own and its inner samplers') are those of
+    `source`, the same kind of sampler after draws in another study; nothing else of it is taken
+    (a sampler keeps the study it first served, and refuses another)."""
+    fresh = copy.deepcopy(sampler)
+
+    def graft(into, frm) -> None:
+        for name, value in vars(into).items():
+            if isinstance(value, LazyRandomState):
+                setattr(into, name, copy.deepcopy(getattr(frm, name)))
+            elif isinstance(value, optuna.samplers.BaseSampler):
+                graft(value, getattr(frm, name))
+
+    graft(fresh, source)
+    return fresh
 
 
 def set_state(study: optuna.Study, trial, state: TrialState) -> bool:

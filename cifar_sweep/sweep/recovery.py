@@ -116,7 +116,7 @@ def queue_once(study: optuna.Study, t, attrs: dict, *, key: str, resume: str | N
         optuna.trial.create_trial(
             state=TrialState.WAITING,
             user_attrs={**attrs, **({RESUME: resume} if resume else {})},
-            system_attrs={**system_attrs, "fixed_params": t.params},
+            system_attrs={**system_attrs, private.FIXED: t.params},
         )
     )
     _withdraw_duplicates(study, key, t.number)
