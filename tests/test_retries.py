@@ -202,3 +202,14 @@ def test_a_sweep_with_devices_auto_on_the_cpu_runs_one_device_per_trial(tmp_path
     cpu = ("trainer.devices=auto", "trainer.accelerator=cpu", "hydra.sweeper.n_trials=1")
     sweep(tmp_path, *TINY_MODEL, *cpu, "sweeper=random")
     assert study(tmp_path).trials[0].state == TrialState.COMPLETE
+
+
+def test_a_trial_stopped_before_it_suggested_its_given_point_is_retried_with_that_point():
+    """A start-up point is given to a trial when it is asked (start_up.py) and suggested a moment
+    later: a kill in between leaves no params, and the retry still runs that point."""
+    s = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    given = s.ask()
+    optuna_private.fix_params(s, given, {"x": 0.25})
+    assert s.trials[0].params == {}
+    assert recovery.requeue(s, s.trials[0], max_retry=1)
+    assert s.ask().suggest_float("x", 0, 1) == 0.25

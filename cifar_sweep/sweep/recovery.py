@@ -112,11 +112,13 @@ def queue_once(study: optuna.Study, t, attrs: dict, *, key: str, resume: str | N
     # GridSampler reads the `grid_id` of every trial it is told about); ours stay behind: the
     # new trial's job has not started beating its heartbeat yet.
     system_attrs = {k: v for k, v in t.system_attrs.items() if not k.startswith(PREFIX)}
+    given = system_attrs.get(private.FIXED, {})
     study.add_trial(
         optuna.trial.create_trial(
             state=TrialState.WAITING,
             user_attrs={**attrs, **({RESUME: resume} if resume else {})},
-            system_attrs={**system_attrs, private.FIXED: t.params},
+            # a trial stopped before it suggested its values: the point it was given
+            system_attrs={**system_attrs, private.FIXED: {**given, **t.params}},
         )
     )
     _withdraw_duplicates(study, key, t.number)
