@@ -58,7 +58,7 @@ bench-workers:  ## sweep wall time with 1 and 2 worker processes (WORKERS=1,2,4 
 campaign:  ## the GPU campaign's stages not yet measured (PROFILE=cpu: the CPU reproduction, hours; STAGES=a,b to rerun; SMOKE=1: toy scale; ARGS="--out DIR ...")
 	$(PY) -m benchmarks.campaign $(if $(PROFILE),--profile $(PROFILE)) $(if $(STAGES),--stages $(STAGES)) $(if $(SMOKE),--smoke) $(ARGS)
 
-bench-peers:  ## our sweeper against the stock sweeper, an Optuna script and Ray Tune (pip install -e '.[peers]'; about 50 minutes; SMOKE=1: minutes; ARGS="--seeds 1 ...")
+bench-peers:  ## our sweeper against the stock sweeper, an Optuna script and Ray Tune (pip install -e '.[peers]'; about 75 minutes; SMOKE=1: minutes; ARGS="--seeds 1 ...")
 	$(if $(SMOKE),,@[ -d data/cifar10-jpeg ] || $(MAKE) --no-print-directory data/cifar10-jpeg)
 	$(PY) -m benchmarks.peers $(if $(SMOKE),--smoke) $(ARGS)
 
