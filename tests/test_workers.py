@@ -390,3 +390,43 @@ def test_workers_and_reruns_train_the_start_up_points_one_worker_trains():
     again = optuna.storages.InMemoryStorage()
     run(again, n_trials=8)  # one worker alone still draws as it did: the start-up, then TPE's
     assert [t.params for t in optuna.load_study(study_name="s", storage=again).trials] == one
+
+
+@pytest.mark.parametrize("where", ["asking", "suggesting"])
+def test_ctrl_c_before_a_trial_is_launched_queues_its_point_first(where: str):
+    """Ctrl-C can land after a trial is asked and before its job starts (its start-up point
+    given, its values suggested): that trial is interrupted and its point queued to run first,
+    as a launched one is, not left running for recovery to find."""
+    from cifar_sweep.sweep import start_up
+    from cifar_sweep.sweep.contract import INTERRUPTED
+    from cifar_sweep.sweep.loop import WorkerLoop
+
+    s = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    take = start_up.StartUp.take
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    def suggest(trials):
+        for t in trials:
+            t.suggest_float("x", 0, 1)
+        if where == "suggesting" and trials[0].study is s:  # not the start-up sequence's draws
+            ctrl_c()
+        return [[f"x={t.params['x']}"] for t in trials]
+
+    loop = WorkerLoop(
+        study=s, n_trials=2, n_jobs=1, grid=False, failure_budget=0, max_retry=1,
+        launch=lambda jobs, initial_job_idx: pytest.fail("nothing is launched"),
+        overrides=suggest, names=["val/acc_best"], heartbeat_s=60, grace_s=180,
+    )  # fmt: skip
+    if where == "asking":  # the start-up point given, then Ctrl-C
+        start_up.StartUp.take = lambda self, trial: (take(self, trial), ctrl_c())
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run()
+    finally:
+        start_up.StartUp.take = take
+    stopped, queued = s.trials
+    assert stopped.state == TrialState.FAIL and stopped.user_attrs[FAIL_KIND] == INTERRUPTED
+    assert queued.state == TrialState.WAITING and queued.user_attrs[RETRY_OF] == 0
+    assert queued.system_attrs["fixed_params"] == stopped.system_attrs["fixed_params"]

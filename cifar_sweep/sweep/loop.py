@@ -149,23 +149,27 @@ class WorkerLoop:
                     )
                 return
             trials = []
-            for _ in range(todo):  # each claimed at once (a kill in between: recovery.orphans)
-                trials.append(study.ask())
-                ownership.claim(study, trials[-1], worker=self.worker, device=self.device)
-                sequence.take(trials[-1])
-            if (
-                trials
-                and not reseeded
-                and any(
-                    _ran(t) and t.number < trials[0].number
-                    for t in study.get_trials(deepcopy=False)
-                )
-            ):  # another worker was first
-                study.sampler.reseed_rng()
-            reseeded = True
-            trials = drop_surplus(study, trials, self.n_trials)
-            for batch in job_batches(trials):
-                self._run_batch(batch)
+            try:  # Ctrl-C before a trial is launched: it is interrupted as a running one is
+                for _ in range(todo):  # each claimed at once (a kill in between: orphans)
+                    trials.append(study.ask())
+                    ownership.claim(study, trials[-1], worker=self.worker, device=self.device)
+                    sequence.take(trials[-1])
+                if (
+                    trials
+                    and not reseeded
+                    and any(
+                        _ran(t) and t.number < trials[0].number
+                        for t in study.get_trials(deepcopy=False)
+                    )
+                ):  # another worker was first
+                    study.sampler.reseed_rng()
+                reseeded = True
+                trials = drop_surplus(study, trials, self.n_trials)
+                for batch in job_batches(trials):
+                    self._run_batch(batch)
+            except (KeyboardInterrupt, SystemExit):
+                self._interrupt(trials)  # those the batch did not end already
+                raise
         log.info("%sstopped by a signal: stopping before the next trial", self.label)
 
     def _run_batch(self, trials: list) -> None:
@@ -185,14 +189,7 @@ class WorkerLoop:
                 returns = self.launch(jobs, initial_job_idx=trials[0].number)
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C (Lightning: sys.exit(1)), SIGTERM
             self.in_trial = False
-            for t in trials:  # keep the interrupted points: they run first next time
-                frozen = private.frozen(self.study, t)
-                try:  # failed first: a trial another process ended already is queued by it
-                    fail(self.study, t, INTERRUPTED, "interrupted: its point runs first next time")
-                except (UpdateFinishedTrialError, ValueError):
-                    continue
-                recovery.requeue(self.study, frozen, max_retry=None)
-                self._ended(t)
+            self._interrupt(trials)
             if self.signal == signal.SIGINT:  # Lightning turned Ctrl-C into sys.exit(1)
                 raise KeyboardInterrupt from None
             raise
@@ -215,6 +212,18 @@ class WorkerLoop:
                     f"trial {trial.number} failed on its data, which no swept parameter "
                     f"changes: {frozen.user_attrs[FAIL_REASON]}"
                 )
+
+    def _interrupt(self, trials: list) -> None:
+        """Keep the interrupted points: they run first next time. A trial that has ended (or
+        was ended by another process, which queued it) is left as it is."""
+        for t in trials:
+            frozen = private.frozen(self.study, t)
+            try:  # failed first: a trial another process ended already is queued by it
+                fail(self.study, t, INTERRUPTED, "interrupted: its point runs first next time")
+            except (UpdateFinishedTrialError, ValueError):
+                continue
+            recovery.requeue(self.study, frozen, max_retry=None)
+            self._ended(t)
 
     def _prepare(self, trial) -> None:
         """Record the trial's job folder; a retry, promotion or PBT interval that goes on from an

@@ -34,8 +34,10 @@ class StartUp:
         if isinstance(study.pruner, PBTPruner):  # PBT draws and queues its own members
             length = None
         self.length = max(length or 0, 0)
-        self.pristine = copy.deepcopy(sampler)
-        self.sampler = copy.deepcopy(sampler)  # draws the sequence in a scratch study
+        self.pristine = self.sampler = None
+        if self.length:
+            self.pristine = copy.deepcopy(sampler)
+            self.sampler = copy.deepcopy(sampler)  # draws the sequence in a scratch study
         self.scratch: optuna.Study | None = None
         self.points: list[dict] = []
 
