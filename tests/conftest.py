@@ -433,6 +433,15 @@ def promotion_sweep(max_epochs: int) -> list[str]:
     ]
 
 
+def sweep_killed_once(tmp_path: Path, *args: str, hook: str, epoch: str = "any") -> None:
+    """Run the sweep `args` until its training process kills itself with SIGKILL (a crash:
+    nothing told) at the Lightning hook `hook` of `epoch` (tests/kill_once.py), once."""
+    [python, _, _, *multirun] = sweep_cmd(tmp_path, *args)  # python -m cifar_sweep -m ...
+    killing = [python, "tests/kill_once.py", hook, epoch, str(tmp_path / "killed"), *multirun]
+    killed = subprocess.run(killing, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:] + killed.stderr[-3000:]
+
+
 def kill_once_a_trial_runs_with(tmp_path: Path, args, attr: str, what: str) -> None:
     """Start the sweep `args`, and kill -9 it (as a crash would: no trial told) once one of its
     running trials has the user attribute `attr` (a promotion's, a later PBT interval's)."""

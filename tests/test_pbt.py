@@ -22,6 +22,7 @@ from cifar_sweep.sweep.contract import (
     PBT_NEXT,
     PBT_PARENT,
     RESUME,
+    RETRY_OF,
     RUN_DIR,
 )
 from cifar_sweep.sweep.loop import WorkerLoop
@@ -498,6 +499,25 @@ def test_a_pbt_sweep_killed_mid_interval_goes_on_to_the_same_members_and_epochs(
     assert sorted(t.user_attrs[PBT_MEMBER] for t in complete) == [0, 1]
     assert all(t.last_step == 3 for t in complete)
     assert not s.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+@pytest.mark.slow  # a real sweep killed once, then rerun: CI runs it
+def test_an_interval_killed_after_it_was_decided_is_decided_again_by_its_retry(tmp_path):
+    """The first interval to end is killed (SIGKILL) after its end was decided and its checkpoint
+    saved, before the study was told; its retry decides again rather than training on into the
+    next interval: every member still ends an interval at every epoch."""
+    from conftest import study, sweep, sweep_killed_once
+
+    args = (*REAL, "trainer.max_epochs=2")
+    sweep_killed_once(tmp_path, *args, hook="on_fit_end")
+    sweep(tmp_path, *args)  # the same command, typed again
+    s = study(tmp_path)
+    ended: dict[int, list[int]] = {}
+    for t in s.get_trials(states=(TrialState.PRUNED, TrialState.COMPLETE)):
+        ended.setdefault(t.user_attrs[PBT_MEMBER], []).append(t.last_step)
+    assert {member: sorted(steps) for member, steps in ended.items()} == {0: [0, 1], 1: [0, 1]}
+    [retry] = [t for t in s.trials if RETRY_OF in t.user_attrs]
+    assert retry.state == TrialState.PRUNED and PBT_NEXT in retry.user_attrs
 
 
 def test_an_interval_killed_in_its_first_epoch_is_retried_from_its_parents_checkpoint(tmp_path):

@@ -108,6 +108,13 @@ def job_dir(sweep_dir, number: int) -> Path:
     return Path(sweep_dir).absolute() / str(number)
 
 
+def source(trial) -> int | None:
+    """The number of the trial whose run `trial` goes on from (from its last.ckpt when it has
+    RESUME): a retry's, a promotion's or a PBT interval's; None for a fresh trial."""
+    attrs = trial.user_attrs
+    return attrs.get(RETRY_OF, attrs.get(PROMOTED_FROM, attrs.get(PBT_PARENT)))
+
+
 def quoted(value: str) -> str:
     """`value` as one Hydra override value, whatever characters it holds."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -32,10 +32,7 @@ from cifar_sweep.sweep.contract import (
     LIVE,
     NOT_RUN,
     PBT_MEMBER,
-    PBT_PARENT,
-    PROMOTED_FROM,
     RESUME,
-    RETRY_OF,
     RUN_DIR,
     RUNNING,
     SHARED,
@@ -46,6 +43,7 @@ from cifar_sweep.sweep.contract import (
     job_batches,
     job_dir,
     point_of,
+    source,
     states,
     trial_overrides,
 )
@@ -232,10 +230,9 @@ class WorkerLoop:
         if self.sweep_dir is not None:
             folder = str(job_dir(self.sweep_dir, trial.number))
             private.set_user_attr(self.study, trial, RUN_DIR, folder)
-        attrs = trial.user_attrs  # a retry's, a promotion's or a PBT interval's source
-        source = attrs.get(RETRY_OF, attrs.get(PROMOTED_FROM, attrs.get(PBT_PARENT)))
-        if trial.user_attrs.get(RESUME) and source is not None:
-            earlier = self.study.get_trials(deepcopy=False)[source]
+        number = source(trial)  # a retry's, a promotion's or a PBT interval's
+        if trial.user_attrs.get(RESUME) and number is not None:
+            earlier = self.study.get_trials(deepcopy=False)[number]
             for step, value in sorted(earlier.intermediate_values.items()):
                 private.set_intermediate(self.study, trial, step, value)
 

@@ -26,9 +26,10 @@ exploit from the epoch that interval started at (`rescue`): from a top member's 
 with its values explored; failed in its first interval, from a fresh draw. Ray Tune stops such a
 trial, and the population shrinks.
 
-Open: an interval whose job died after this decision but before its trial was told is retried
-from its own checkpoint, so that member skips one decision; each interval is its own tracker run
-(MLflow could keep a member's intervals in one, as a promotion's are).
+An interval whose job died after this decision but before its trial was told is retried from
+its own checkpoint, and its retry decides again before it trains (pruning.undecided), so no member
+skips a decision. Open: each interval is its own tracker run (MLflow could keep a member's
+intervals in one, as a promotion's are).
 
 Hand-written: Optuna declined PBT (optuna #287: it cannot share model snapshots), and Ray Tune's
 needs Ray's trial runner and checkpoints; here every trial keeps its last.ckpt, and a trial can go
