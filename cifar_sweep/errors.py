@@ -160,9 +160,14 @@ def one_line(e: Exception) -> str | None:
 def _instantiation(text: str) -> str:
     """'<key>: Error locating target 'x.Y'; did you mean x.Z?' from Hydra's instantiate error."""
     key = re.search(r"full_key: (\S+)", text)
-    target = re.search(r"target '([^']+)'", text)
+    target = re.search(r"target '([^']+)'", text, re.I)
     text = text.replace(", set env var HYDRA_FULL_ERROR=1 to see chained exception.", "")
     lines = [s.strip() for s in text.splitlines() if s.strip() and not s.startswith("full_key")]
+    if target and "execution whitelist" in text:  # Hydra's words tell a user to change code
+        from cifar_sweep.instantiate import TRUSTED
+
+        where = key.group(1) + ": " if key else ""
+        return f"{where}{target.group(1)} is not built here: only {', '.join(TRUSTED)}"
     hint = ""
     if target and text.startswith("Error locating target"):
         module, _, name = target.group(1).rpartition(".")

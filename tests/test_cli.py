@@ -97,6 +97,10 @@ CASES = [
         "dataset.cache_dir=/etc/hostname/c: cannot write the cache there",
     ),
     (["hydra.run.dir=/etc/hostname/run"], "hydra.run.dir=/etc/hostname/run: cannot create it"),
+    (
+        ["+callbacks.x._target_=mypkg.Thing"],
+        "callbacks.x: mypkg.Thing is not built here: only torch.*, optuna.*, cifar_sweep.*",
+    ),
     (["-m", "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0 must be an integer >= 1"),
     (["-m", "hydra.sweeper.n_trials=-2"], "hydra.sweeper.n_trials=-2 must be an integer >= 1"),
     (["-m", "dataset.batch_size=1.5"], "dataset.batch_size=1.5 must be an integer > 0"),
