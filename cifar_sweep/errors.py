@@ -30,6 +30,8 @@ from omegaconf.errors import (
     ValidationError,
 )
 
+from cifar_sweep.instantiate import TRUSTED
+
 # HYDRA_FULL_ERROR as the user set it: the command line sets HYDRA_FULL_ERROR=1 itself so that
 # Hydra's errors reach it, and passes the user's own value on to child processes in this one
 USER_FULL_ERROR = "CIFAR_SWEEP_USER_FULL_ERROR"
@@ -164,8 +166,6 @@ def _instantiation(text: str) -> str:
     text = text.replace(", set env var HYDRA_FULL_ERROR=1 to see chained exception.", "")
     lines = [s.strip() for s in text.splitlines() if s.strip() and not s.startswith("full_key")]
     if target and "execution whitelist" in text:  # Hydra's words tell a user to change code
-        from cifar_sweep.instantiate import TRUSTED
-
         where = key.group(1) + ": " if key else ""
         return f"{where}{target.group(1)} is not built here: only {', '.join(TRUSTED)}"
     hint = ""

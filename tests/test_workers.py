@@ -62,21 +62,24 @@ def test_ctrl_c_stops_every_worker_and_queues_their_trials_first(tmp_path: Path)
         "trainer.max_epochs=6",
         "sweeper=random",
     )
-    proc = subprocess.Popen(
-        sweep_cmd(tmp_path, *args),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=default_sigint,
-        start_new_session=True,
-    )
+    log = tmp_path / "sweep.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            sweep_cmd(tmp_path, *args),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=default_sigint,
+            start_new_session=True,
+        )
     wait_for(tmp_path, done=0, running=2)
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGINT)  # as the terminal does: every process of the command
     assert proc.wait(timeout=180) != 0
     s = study(tmp_path)
     stopped = [t for t in s.trials if t.state == TrialState.FAIL]
-    assert len(stopped) == 2 and {t.user_attrs[FAIL_KIND] for t in stopped} == {"interrupted"}
+    assert len(stopped) == 2, log.read_text()[-4000:]
+    assert {t.user_attrs[FAIL_KIND] for t in stopped} == {"interrupted"}
     queued = [t for t in s.trials if t.state == TrialState.WAITING]
     assert sorted(t.system_attrs["fixed_params"]["optimizer.lr"] for t in queued) == sorted(
         t.params["optimizer.lr"] for t in stopped

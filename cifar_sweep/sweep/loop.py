@@ -165,8 +165,8 @@ class WorkerLoop:
                 trials = drop_surplus(study, trials, self.n_trials)
                 for batch in job_batches(trials):
                     self._run_batch(batch)
-            except (KeyboardInterrupt, SystemExit):
-                self._interrupt(trials)  # those the batch did not end already
+            except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: launched or not
+                self._interrupt(trials)  # those not ended already
                 raise
         log.info("%sstopped by a signal: stopping before the next trial", self.label)
 
@@ -185,10 +185,8 @@ class WorkerLoop:
             with self._heartbeat(trials):
                 # the job-folder rule (contract.job_batches): folders are trial numbers
                 returns = self.launch(jobs, initial_job_idx=trials[0].number)
-        except (KeyboardInterrupt, SystemExit):  # Ctrl-C (Lightning: sys.exit(1)), SIGTERM
-            self.in_trial = False
-            self._interrupt(trials)
-            if self.signal == signal.SIGINT:  # Lightning turned Ctrl-C into sys.exit(1)
+        except SystemExit:  # SIGTERM, or Ctrl-C that Lightning turned into sys.exit(1); the
+            if self.signal == signal.SIGINT:  # caller interrupts the trials
                 raise KeyboardInterrupt from None
             raise
         finally:
