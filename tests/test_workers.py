@@ -164,7 +164,9 @@ def test_a_rerun_right_after_kill_9_finishes_the_study_without_waiting(tmp_path:
     assert all(s.trials[n].state == TrialState.COMPLETE for n in done)  # nothing lost
     assert s.trials[killed.number].user_attrs[FAIL_KIND] == "worker_died"
     [retried] = [t for t in s.trials if t.user_attrs.get(RETRY_OF) == killed.number]
-    assert retried.params == killed.params and retried.state == TrialState.COMPLETE
+    # its point: the values it had, or, killed before it suggested them, the start-up point given
+    point = {**killed.system_attrs.get("fixed_params", {}), **killed.params}
+    assert point and retried.params == point and retried.state == TrialState.COMPLETE
     assert time.time() - started < 120
     folders = {int(p.name) for p in (tmp_path / "sweep").glob("[0-9]*")}
     assert {t.number for t in s.trials if t.state in FINISHED} <= folders  # none overwritten
